@@ -123,6 +123,12 @@ def generate(module, params: Params, batch_stats: PyTree, images: jax.Array, *, 
   return jax.vmap(one)(images, keys)
 
 
+def cross_replica_mean(tree: PyTree, config: ml_collections.ConfigDict) -> PyTree:
+  """Average over the pmap axis ``config.axis_name`` when the step runs under pmap; identity otherwise."""
+  axis = config.get("axis_name", None)
+  return jax.lax.pmean(tree, axis) if axis else tree
+
+
 def to_key(rng) -> jax.Array:
   """Accept a raw uint32[2] key, a typed key, or an int seed; return a raw key."""
   if isinstance(rng, (int, np.integer)):

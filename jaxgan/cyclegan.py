@@ -145,6 +145,7 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
 
   (loss_g, (terms, stats, fake_a, fake_b)), grads_g = jax.value_and_grad(g_loss_fn, has_aux=True)(
       _subset(params, GENERATORS))
+  grads_g = common.cross_replica_mean(grads_g, config)
   updates_g, opt_g = tx.update(grads_g, state.opt_state["G"], _subset(params, GENERATORS))
   new_g = optax.apply_updates(_subset(params, GENERATORS), updates_g)
 
@@ -169,6 +170,7 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
 
   (loss_d, (d_terms, stats)), grads_d = jax.value_and_grad(d_loss_fn, has_aux=True)(
       _subset(params, DISCRIMINATORS))
+  grads_d = common.cross_replica_mean(grads_d, config)
   updates_d, opt_d = tx.update(grads_d, state.opt_state["D"], _subset(params, DISCRIMINATORS))
   new_d = optax.apply_updates(_subset(params, DISCRIMINATORS), updates_d)
 
@@ -181,7 +183,7 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
   )
   metrics = {**terms, **d_terms, "G": loss_g, "D": loss_d,
              "lr": jnp.asarray(optim.lr_schedule(config)(state.step), jnp.float32)}
-  return new_state, metrics
+  return new_state, common.cross_replica_mean(metrics, config)
 
 
 def translate(state: CycleGANState, images: jax.Array, *, config: ml_collections.ConfigDict,

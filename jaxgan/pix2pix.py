@@ -111,6 +111,7 @@ def train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Conf
     return loss, (s_d, loss_real, loss_fake)
 
   (loss_d, (stats_d, d_real, d_fake)), grads_d = jax.value_and_grad(d_loss_fn, has_aux=True)(params["D"])
+  grads_d = common.cross_replica_mean(grads_d, config)
   updates_d, opt_d = tx.update(grads_d, state.opt_state["D"], params["D"])
   params_d = optax.apply_updates(params["D"], updates_d)
 
@@ -123,6 +124,7 @@ def train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Conf
 
   (loss_g, (stats_d, g_gan, g_l1)), d_fake_b = jax.value_and_grad(g_loss_fn, has_aux=True)(fake_b)
   (grads_g,) = g_vjp(d_fake_b)
+  grads_g = common.cross_replica_mean(grads_g, config)
   updates_g, opt_g = tx.update(grads_g, state.opt_state["G"], params["G"])
   params_g = optax.apply_updates(params["G"], updates_g)
 
@@ -134,7 +136,7 @@ def train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Conf
   )
   metrics = {"G_GAN": g_gan, "G_L1": g_l1, "G": loss_g, "D_real": d_real, "D_fake": d_fake, "D": loss_d,
              "lr": jnp.asarray(optim.lr_schedule(config)(state.step), jnp.float32)}
-  return new_state, metrics
+  return new_state, common.cross_replica_mean(metrics, config)
 
 
 def translate(state: Pix2PixState, images: jax.Array, *, config: ml_collections.ConfigDict,
