@@ -4,6 +4,7 @@ reference-style inference. Pure functions only (no I/O).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -69,10 +70,28 @@ def variables(params: Params, batch_stats: PyTree) -> dict:
 
 
 def init_network(module, rng: jax.Array, sample: jax.Array) -> tuple[Params, PyTree]:
-  """Initialise ``module`` on a sample batch; returns (params, batch_stats or {})."""
-  k_params, k_drop = jax.random.split(rng)
-  v = module.init({"params": k_params, "dropout": k_drop}, sample, train=False)
+  """Initialise ``module`` on a sample batch; returns (params, batch_stats or {}).
+
+  The initial weights are drawn with the ``rbg`` generator keyed from ``rng``
+  inside one jitted function: XLA:CPU compiles one threefry sampler per
+  parameter tensor very slowly (about 1 s each), ``rbg`` in a fraction of that,
+  and under jit the forward pass that init traces is dead code and dropped.
+  The result is deterministic for a given key, backend and shape.
+  """
+  raw = to_key(rng)
+  data = jnp.concatenate([raw, jnp.bitwise_xor(raw, jnp.uint32(0x9E3779B9))])
+  key = jax.random.wrap_key_data(data, impl="rbg")
+  return _init_jit(module, key, jax.ShapeDtypeStruct(tuple(sample.shape), jnp.float32))
+
+
+def _init_impl(module, key, sample_spec):
+  k_params, k_drop = jax.random.split(key)
+  v = module.init({"params": k_params, "dropout": k_drop}, jnp.zeros(sample_spec.shape, sample_spec.dtype),
+                  train=False)
   return v["params"], v.get("batch_stats", {})
+
+
+_init_jit = jax.jit(_init_impl, static_argnums=(0, 2))
 
 
 def apply_train(module, params: Params, batch_stats: PyTree, x: jax.Array, rng: jax.Array | None):
@@ -112,6 +131,11 @@ def generate(module, params: Params, batch_stats: PyTree, images: jax.Array, *, 
   does not depend on the other images it is batched with. ``eval_mode=True``
   uses the running statistics and no dropout (the reference's ``--eval``).
   """
+  return _generate_jit(module, params, batch_stats, images, rng, bool(eval_mode))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _generate_jit(module, params, batch_stats, images, rng, eval_mode):
   if eval_mode:
     return module.apply(variables(params, batch_stats), images, train=False)
   keys = jax.random.split(rng, images.shape[0])
