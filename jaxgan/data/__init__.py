@@ -1,0 +1,24 @@
+"""jaxgan's data layer: demo / folder / TFDS sources, the reference preprocessing, one Grain pipeline.
+
+Public API:
+
+- :func:`create_pipeline` (config, split, ...) -> :class:`Pipeline` with
+  ``num_examples``, ``steps_per_epoch``, ``paired`` and ``iterator()``, a
+  checkpointable Grain iterator of batches ``{"A": float32 [N,H,W,input_nc],
+  "B": float32 [N,H,W,output_nc]}`` in [-1, 1].
+- :func:`load_image` / :func:`save_image` and :data:`IMAGE_EXTENSIONS`.
+- :class:`DataError`: every bad-input error (a ``ValueError``).
+
+``config.dataset`` selects the source: ``demo:facades`` / ``demo:seasons``
+(generated offline, :mod:`jaxgan.data.demo`), ``folder:<path>``
+(:mod:`jaxgan.data.folder`), ``tfds:<name>[/<config>]``
+(:mod:`jaxgan.data.tfds_source`).
+"""
+from jaxgan.data.image_io import IMAGE_EXTENSIONS, DataError, load_image, read_image, save_image
+from jaxgan.data.pipeline import Pipeline, PipelineIterator, create_pipeline
+from jaxgan.data.preprocess import PREPROCESS_MODES, generator_stride
+
+__all__ = [
+    "create_pipeline", "Pipeline", "PipelineIterator", "load_image", "save_image", "read_image",
+    "IMAGE_EXTENSIONS", "DataError", "PREPROCESS_MODES", "generator_stride",
+]

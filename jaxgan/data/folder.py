@@ -1,0 +1,173 @@
+"""Local image folders in the reference project's layouts (``dataset="folder:<path>"``).
+
+Owns: finding the layout of a split and listing its files (recursively, sorted,
+hidden files ignored, only :data:`~jaxgan.data.image_io.IMAGE_EXTENSIONS`):
+
+- ``<split>A/`` and ``<split>B/`` (e.g. ``trainA/ trainB/ testA/ testB/``): two
+  domains. When both hold the same file names (extension aside) they are also
+  aligned pairs, matched by name (pix2pix can train on them); otherwise they are
+  unpaired (CycleGAN).
+- ``<split>/`` (``train/ val/ test/``): side-by-side A|B images, A the left half.
+  ``split='test'`` falls back to ``val/`` when there is no ``test/``.
+
+Undecodable files raise a :class:`DataError` naming the file, or with
+``skip_bad_images`` are skipped with a warning (the next readable file of the
+list takes their place, deterministically). Nothing is ever written here.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+
+from jaxgan.data.image_io import IMAGE_EXTENSIONS, DataError, is_image_file, read_image
+from jaxgan.data.sources import RandomAccess, SplitData, ZippedPairs, split_from_pairs
+
+LAYOUTS = ("trainA/ trainB/ (testA/ testB/): unpaired, or paired when the file names match",
+           "train/ (val/ test/): paired side-by-side A|B images")
+
+
+def list_images(folder: str) -> list[str]:
+  """Image files under ``folder`` (recursive), sorted by relative path; hidden entries skipped."""
+  out = []
+  for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    out.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and is_image_file(f))
+  return sorted(out, key=lambda p: os.path.relpath(p, folder))
+
+
+def _stem(path: str, root: str) -> str:
+  return os.path.splitext(os.path.relpath(path, root))[0]
+
+
+class _Reader:
+  """Reads files of a list; with ``skip_bad`` an undecodable file is replaced by the next readable one."""
+
+  def __init__(self, paths: list[str], skip_bad: bool):
+    self.paths, self.skip_bad = list(paths), bool(skip_bad)
+    self._bad: set[int] = set()
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def read(self, index: int, check=None) -> np.ndarray:
+    n = len(self.paths)
+    for k in range(n):
+      i = (index + k) % n
+      if i in self._bad:
+        continue
+      try:
+        image = read_image(self.paths[i])
+        if check is not None:
+          check(image, self.paths[i])
+        return image
+      except DataError as e:
+        if not self.skip_bad:
+          raise DataError(f"{e}. Set skip_bad_images=True to skip undecodable files with a warning") from e
+        self._bad.add(i)
+        warnings.warn(f"skipping undecodable image (skip_bad_images=True): {e}", RuntimeWarning, stacklevel=2)
+        logging.warning("skipping undecodable image (skip_bad_images=True): %s", e)
+    raise DataError(f"no readable image among the {n} files starting at {self.paths[index]!r} "
+                    "(every file failed to decode)")
+
+
+class FileDomain(RandomAccess):
+  """A list of image files as a :class:`~jaxgan.data.sources.Domain`."""
+
+  def __init__(self, paths: list[str], skip_bad: bool = False):
+    self.reader = _Reader(paths, skip_bad)
+
+  def __len__(self) -> int:
+    return len(self.reader)
+
+  def load(self, index: int) -> np.ndarray:
+    return self.reader.read(index)
+
+  def name(self, index: int) -> str:
+    return self.reader.paths[index]
+
+
+def _check_side_by_side(image: np.ndarray, path: str) -> None:
+  if image.shape[1] < 2:
+    raise DataError(f"side-by-side image {path!r} is {image.shape[1]} pixel wide; an A|B image needs width >= 2")
+
+
+class SideBySidePairs(RandomAccess):
+  """A|B images (A the left half, B the right, as the reference's aligned dataset) as pairs."""
+
+  def __init__(self, paths: list[str], skip_bad: bool = False):
+    self.reader = _Reader(paths, skip_bad)
+
+  def __len__(self) -> int:
+    return len(self.reader)
+
+  def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    ab = self.reader.read(index, check=_check_side_by_side)
+    half = ab.shape[1] // 2
+    return ab[:, :half], ab[:, half:]
+
+  def name(self, index: int) -> str:
+    return self.reader.paths[index]
+
+
+def _images_or_error(folder: str, spec: str) -> list[str]:
+  paths = list_images(folder)
+  if not paths:
+    raise DataError(f"dataset={spec!r}: folder {folder!r} contains no images "
+                    f"(looked recursively for {', '.join(IMAGE_EXTENSIONS)})")
+  return paths
+
+
+def _describe(root: str) -> str:
+  try:
+    entries = sorted(e for e in os.listdir(root) if not e.startswith("."))
+  except OSError:
+    entries = []
+  return ", ".join(entries[:12]) + (" ..." if len(entries) > 12 else "") if entries else "nothing"
+
+
+def _separate(root: str, split: str, spec: str, skip_bad: bool) -> SplitData:
+  dir_a, dir_b = os.path.join(root, split + "A"), os.path.join(root, split + "B")
+  paths_a, paths_b = _images_or_error(dir_a, spec), _images_or_error(dir_b, spec)
+  stems_a = [_stem(p, dir_a) for p in paths_a]
+  stems_b = [_stem(p, dir_b) for p in paths_b]
+  dom_a, dom_b = FileDomain(paths_a, skip_bad), FileDomain(paths_b, skip_bad)
+  desc = f"{spec} [{split}A: {len(paths_a)} images, {split}B: {len(paths_b)} images]"
+  if stems_a == stems_b and len(set(stems_a)) == len(stems_a):
+    return SplitData(desc, dom_a, dom_b, ZippedPairs(dom_a, dom_b))
+  only_a = sorted(set(stems_a) - set(stems_b))[:5]
+  only_b = sorted(set(stems_b) - set(stems_a))[:5]
+  dup = sorted({s for s in stems_a if stems_a.count(s) > 1} | {s for s in stems_b if stems_b.count(s) > 1})[:5]
+  why = (f"the file names in {dir_a!r} and {dir_b!r} do not match ({len(paths_a)} vs {len(paths_b)} files; "
+         f"only in {split}A: {only_a}, only in {split}B: {only_b}"
+         + (f", names used twice: {dup}" if dup else "") + ")")
+  return SplitData(desc, dom_a, dom_b, None, why_unpaired=why)
+
+
+def open_folder(path: str, split: str, config: Any) -> SplitData:
+  """The :class:`SplitData` of ``folder:<path>`` for ``split`` (see the module docstring for layouts)."""
+  spec = f"folder:{path}"
+  root = os.path.abspath(os.path.expanduser(path))
+  if not os.path.isdir(root):
+    raise DataError(f"dataset={spec!r}: folder {root!r} does not exist")
+  skip_bad = bool(config.get("skip_bad_images", False))
+  has_a, has_b = os.path.isdir(os.path.join(root, split + "A")), os.path.isdir(os.path.join(root, split + "B"))
+  if has_a and has_b:
+    return _separate(root, split, spec, skip_bad)
+  if has_a != has_b:
+    have, miss = (split + "A", split + "B") if has_a else (split + "B", split + "A")
+    raise DataError(f"dataset={spec!r}: found {os.path.join(root, have)!r} but not {os.path.join(root, miss)!r}; "
+                    f"the unpaired/name-matched layout needs both {split}A/ and {split}B/")
+  for name in (split, "val") if split == "test" else (split,):
+    if os.path.isdir(os.path.join(root, name)):
+      if name != split:
+        logging.info("%s: no %s/ folder, using %s/ for split %r", spec, split, name, split)
+      paths = _images_or_error(os.path.join(root, name), spec)
+      return split_from_pairs(f"{spec} [{name}: {len(paths)} side-by-side A|B images]",
+                              SideBySidePairs(paths, skip_bad))
+  raise DataError(f"dataset={spec!r}: folder {root!r} has no {split!r} split in a known layout; it contains: "
+                  f"{_describe(root)}. Expected one of: {split}A/ + {split}B/ (unpaired, or paired when the file "
+                  f"names match) or {split}/ (paired side-by-side A|B images)")

@@ -1,0 +1,155 @@
+"""Input-pipeline throughput (images/s) for each data source at the reference 286 -> 256 preprocessing.
+
+    python scripts/benchmark_data.py [--batch-sizes 1,8] [--workers 0,2] [--steps 30] [--sources ...]
+
+``scripts/benchmark.py --data`` forwards here (``main(argv)``). Sources:
+
+- ``demo:facades`` (paired) and ``demo:seasons`` (unpaired): generated at 286
+  and randomly cropped to 256 (generation is part of the cost);
+- ``folder-unpaired``: 256x256 JPEGs in trainA/ trainB/ (decode, resize to 286,
+  crop 256, flip), written once to a temporary folder;
+- ``folder-paired``: 512x256 side-by-side A|B JPEGs in train/;
+- ``tfds``: the ``tfds:cycle_gan`` code path (``TfdsDomain`` records decoded by
+  TFDS's own numpy image decoder) over an in-memory source of 256x256 JPEG
+  records -- reading prepared ArrayRecord files adds only file I/O.
+
+An "image" is one example (one A and one B image). The first batches (worker
+start-up, caches) are excluded: ``--warmup`` batches are drawn before timing.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jaxgan import config as config_lib  # noqa: E402  pylint: disable=wrong-import-position
+from jaxgan.data import create_pipeline  # noqa: E402  pylint: disable=wrong-import-position
+
+SOURCES = ("demo:facades", "demo:seasons", "folder-unpaired", "folder-paired", "tfds")
+
+
+def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+  """A smooth-ish random 'photo' (JPEG-compresses like a real one, unlike white noise)."""
+  small = rng.integers(0, 256, (h // 16, w // 16, 3)).astype(np.uint8)
+  img = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC)).astype(np.int16)
+  img += rng.integers(-12, 13, img.shape).astype(np.int16)
+  return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _jpeg_bytes(img: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(img).save(buf, format="JPEG", quality=90)
+  return buf.getvalue()
+
+
+def make_folders(root: str, n: int = 64) -> None:
+  """Write the benchmark folders (unpaired 256x256, side-by-side 512x256) under ``root``."""
+  rng = np.random.default_rng(0)
+  for sub, shape in (("unpaired/trainA", (256, 256)), ("unpaired/trainB", (256, 256)), ("paired/train", (256, 512))):
+    os.makedirs(os.path.join(root, sub), exist_ok=True)
+    for i in range(n):
+      with open(os.path.join(root, sub, f"{i:04d}.jpg"), "wb") as f:
+        f.write(_jpeg_bytes(_photo(rng, *shape)))
+
+
+class _JpegRecords:
+  """An in-memory stand-in for a prepared ``tfds.data_source``: records {"image": decoded uint8}."""
+
+  def __init__(self, n: int, seed: int):
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    rng = np.random.default_rng(seed)
+    self.blobs = [_jpeg_bytes(_photo(rng, 256, 256)) for _ in range(n)]
+    self.feature = tfds.features.Image(shape=(None, None, 3))
+
+  def __len__(self) -> int:
+    return len(self.blobs)
+
+  def __getitem__(self, i: int) -> dict:
+    return {"image": self.feature.decode_example_np(self.blobs[i]), "label": 0}
+
+
+@contextlib.contextmanager
+def _fake_tfds() -> Iterator[None]:
+  from jaxgan.data import tfds_source  # pylint: disable=import-outside-toplevel
+  real = tfds_source.open_data_source
+  tfds_source.open_data_source = lambda name, split, data_dir, download: _JpegRecords(64, hash(split) % 1000)
+  try:
+    yield
+  finally:
+    tfds_source.open_data_source = real
+
+
+def _config(source: str, root: str, batch_size: int, workers: int):
+  paired = source in ("demo:facades", "folder-paired")
+  c = config_lib.get_base_config() if paired else config_lib.get_cyclegan_base_config()
+  c.dataset = {"folder-unpaired": f"folder:{root}/unpaired", "folder-paired": f"folder:{root}/paired",
+               "tfds": "tfds:cycle_gan/horse2zebra"}.get(source, source)
+  c.load_size, c.crop_size, c.preprocess = 286, 256, "resize_and_crop"
+  c.batch_size, c.num_workers = batch_size, workers
+  return c
+
+
+def measure(source: str, root: str, batch_size: int, workers: int, steps: int, warmup: int) -> float:
+  """Examples per second of the pipeline for one setting (after ``warmup`` batches)."""
+  ctx = _fake_tfds() if source == "tfds" else contextlib.nullcontext()
+  with ctx:
+    pipe = create_pipeline(_config(source, root, batch_size, workers), process_index=0, process_count=1)
+    it = pipe.iterator()
+    try:
+      for _ in range(warmup):
+        next(it)
+      t0 = time.perf_counter()
+      for _ in range(steps):
+        batch = next(it)
+      dt = time.perf_counter() - t0
+      assert batch["A"].shape == (batch_size, 256, 256, 3), batch["A"].shape
+    finally:
+      it.close()
+  return steps * batch_size / dt
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+  """Run the grid of (source, batch size, workers); print a table and JSON lines; return the rows."""
+  parser = argparse.ArgumentParser(description="jaxgan input-pipeline throughput at 286 -> 256")
+  parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma list of {SOURCES}")
+  parser.add_argument("--batch-sizes", default="1,8")
+  parser.add_argument("--workers", default="0,2")
+  parser.add_argument("--steps", type=int, default=0, help="timed batches (default: about 64 examples)")
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--json", action="store_true", help="print only JSON lines")
+  args = parser.parse_args(argv)
+  from absl import flags, logging as absl_logging  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  absl_logging.set_verbosity(absl_logging.ERROR)   # TFDS's "OpenCV is not installed" notice
+  rows = []
+  with tempfile.TemporaryDirectory(prefix="jaxgan-bench-") as root:
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    if any(s.startswith("folder") for s in sources):
+      make_folders(root)
+    for source in sources:
+      for bs in (int(b) for b in args.batch_sizes.split(",")):
+        for w in (int(x) for x in args.workers.split(",")):
+          steps = args.steps or max(4, 64 // bs)
+          ips = measure(source, root, bs, w, steps, args.warmup)
+          row = {"source": source, "batch_size": bs, "num_workers": w, "images_per_s": round(ips, 1),
+                 "cpus": os.cpu_count()}
+          rows.append(row)
+          print(json.dumps(row) if args.json else
+                f"{source:16s} batch {bs:2d} workers {w}: {ips:7.1f} images/s", flush=True)
+  return rows
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,338 @@
+"""Data sources: demo generators, folder layouts, TFDS (mock data), and every bad-input error."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxgan import config as config_lib
+from jaxgan.data import DataError, create_pipeline
+from jaxgan.data import demo, demo_facades
+from jaxgan.data.image_io import to_unit_range
+
+
+def _cfg(model="pix2pix", **kw):
+  c = config_lib.get_base_config() if model == "pix2pix" else config_lib.get_cyclegan_base_config()
+  c.update(dict(load_size=12, crop_size=8, batch_size=2, netG="resnet_6blocks", num_workers=0))
+  c.update(kw)
+  return c
+
+
+def _pipe(config, **kw):
+  kw.setdefault("process_index", 0)
+  kw.setdefault("process_count", 1)
+  return create_pipeline(config, **kw)
+
+
+def _batches(pipeline, n):
+  it = pipeline.iterator()
+  out = [next(it) for _ in range(n)]
+  it.close()
+  return out
+
+
+def _ident(x: np.ndarray) -> int:
+  """The id encoded in channel 0 of a constant image (value id in 0..255)."""
+  return int(round((float(x[..., 0].mean()) + 1) * 127.5))
+
+
+def _const(path, value: int, tag: int, size=(10, 10)):
+  img = np.zeros(size + (3,), np.uint8)
+  img[..., 0], img[..., 1], img[..., 2] = value, tag, 255 - value
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(img).save(path)
+
+
+def _snapshot(root):
+  return sorted((p, os.path.getsize(os.path.join(d, p)), os.path.getmtime(os.path.join(d, p)))
+                for d, _, fs in os.walk(root) for p in fs)
+
+
+def _l1(a, b):
+  return float(np.abs(a - b).mean())
+
+
+def _psnr(a, b):
+  return float(10 * np.log10(4.0 / np.mean((a - b) ** 2)))
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def test_demo_is_deterministic_and_varies():
+  lab, photo = demo.facades_example(3, size=40)
+  lab2, photo2 = demo.facades_example(3, size=40)
+  np.testing.assert_array_equal(lab, lab2)
+  np.testing.assert_array_equal(photo, photo2)
+  assert lab.shape == photo.shape == (40, 40, 3) and lab.dtype == photo.dtype == np.uint8
+  colours = {tuple(c) for c in lab.reshape(-1, 3)}
+  assert colours <= {tuple(c) for c in demo_facades.LABEL_COLORS} and len(colours) >= 4
+  assert not np.array_equal(photo, demo.facades_example(4, size=40)[1])
+  assert not np.array_equal(photo, demo.facades_example(3, size=40, seed=1)[1])
+  assert not np.array_equal(photo, demo.facades_example(3, size=40, split="test")[1])
+  w1 = demo.seasons_example(2, style="winter", size=40)
+  np.testing.assert_array_equal(w1, demo.seasons_example(2, style="winter", size=40))
+  assert not np.array_equal(w1, demo.seasons_example(3, style="winter", size=40))
+  with pytest.raises(DataError, match="style"):
+    demo.seasons_example(0, style="autumn")
+
+
+def test_demo_pipelines_give_the_generated_images():
+  c = _cfg(dataset="demo:facades", load_size=32, crop_size=32, demo_train_size=6, demo_test_size=3)
+  p = _pipe(c, split="test", num_epochs=1)
+  assert p.paired and p.num_examples == 3 and p.steps_per_epoch == 2
+  batches = _batches(p, 2)
+  assert batches[1]["A"].shape == (1, 32, 32, 3)            # the last, partial eval batch is kept
+  lab, photo = demo.facades_example(1, split="test", size=32)
+  np.testing.assert_array_equal(batches[0]["A"][1], to_unit_range(lab))
+  np.testing.assert_array_equal(batches[0]["B"][1], to_unit_range(photo))
+  # Both directions are usable: BtoA makes the photo the input.
+  c.direction = "BtoA"
+  swapped = _batches(_pipe(c, split="test", num_epochs=1), 1)[0]
+  np.testing.assert_array_equal(swapped["A"], batches[0]["B"])
+  np.testing.assert_array_equal(swapped["B"], batches[0]["A"])
+
+
+def test_demo_seasons_unpaired_train_and_aligned_test():
+  c = _cfg("cyclegan", dataset="demo:seasons", load_size=32, crop_size=32, demo_train_size=4, demo_test_size=2)
+  train = _pipe(c)
+  assert not train.paired and train.num_examples == 4
+  test = _pipe(c, split="test", num_epochs=1)
+  assert test.paired
+  b = _batches(test, 1)[0]
+  for i in range(2):   # the test split pairs each summer scene with its own winter rendering
+    np.testing.assert_array_equal(b["A"][i], to_unit_range(demo.seasons_example(i, style="summer", split="test", size=32)))
+    np.testing.assert_array_equal(b["B"][i], to_unit_range(demo.seasons_example(i, style="winter", split="test", size=32)))
+  # Train A and train B come from disjoint scenes (even / odd scene ids).
+  data = demo.open_demo("seasons", "train", c)
+  np.testing.assert_array_equal(data.domain_b.load(0), demo.seasons_example(1, style="winter", size=32))
+  assert not np.array_equal(data.domain_b.load(0), demo.seasons_example(0, style="winter", size=32))
+  np.testing.assert_array_equal(data.domain_a.load(1), demo.seasons_example(2, style="summer", size=32))
+  np.testing.assert_array_equal(data.domain_a[1], data.domain_a.load(1))   # Grain random-access protocol
+  assert _pipe(_cfg("cyclegan", dataset="demo:seasons", max_dataset_size=3)).num_examples == 3
+  with pytest.raises(DataError, match="demo:cityscapes"):
+    _pipe(_cfg(dataset="demo:cityscapes"))
+
+
+@pytest.mark.parametrize("name", ["facades", "seasons"])
+def test_demo_metrics_separate_good_translation_from_copy_and_constant(name):
+  """A perfect model (same scene, other noise) beats copying the input and a constant mean image."""
+  size, n = 64, 10
+  inputs, truth, oracle = [], [], []
+  for i in range(n):
+    if name == "facades":
+      a, b = demo.facades_example(i, split="test", size=size)
+      b2 = demo.facades_example(i, split="test", size=size, noise=1)[1]
+    else:
+      a = demo.seasons_example(i, style="summer", split="test", size=size)
+      b = demo.seasons_example(i, style="winter", split="test", size=size)
+      b2 = demo.seasons_example(i, style="winter", split="test", size=size, noise=1)
+    inputs.append(to_unit_range(a))
+    truth.append(to_unit_range(b))
+    oracle.append(to_unit_range(b2))
+  inputs, truth, oracle = np.stack(inputs), np.stack(truth), np.stack(oracle)
+  mean = np.broadcast_to(truth.mean(axis=0), truth.shape)   # the best input-ignoring constant (in-sample)
+  assert _l1(truth, truth) == 0.0
+  good, copy, const = _l1(oracle, truth), _l1(inputs, truth), _l1(mean, truth)
+  assert good < 0.6 * const and good < 0.3 * copy, (good, copy, const)
+  assert _psnr(oracle, truth) > _psnr(mean, truth) + 2.0 > _psnr(inputs, truth) + 4.0
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+@pytest.fixture
+def unpaired_dir(tmp_path):
+  for i in range(5):
+    _const(tmp_path / "trainA" / f"a{i}.png", 10 + i, 50)
+  for j in range(3):
+    _const(tmp_path / "trainB" / "sub" / f"b{j}.jpg" if j == 2 else tmp_path / "trainB" / f"b{j}.png", 100 + j, 200)
+  for i in range(2):
+    _const(tmp_path / "testA" / f"t{i}.png", 30 + i, 50)
+    _const(tmp_path / "testB" / f"u{i}.png", 130 + i, 200)
+  return tmp_path
+
+
+def test_unpaired_folder_samples_both_domains(unpaired_dir):
+  before = _snapshot(unpaired_dir)
+  c = _cfg("cyclegan", dataset=f"folder:{unpaired_dir}", batch_size=1)
+  p = _pipe(c)
+  assert not p.paired and p.num_examples == 5          # an epoch is max(len A, len B)
+  batches = _batches(p, 20)
+  ids_a = [_ident(b["A"]) for b in batches]
+  ids_b = [_ident(b["B"]) for b in batches]
+  for e in range(4):
+    assert sorted(ids_a[5 * e:5 * e + 5]) == [10, 11, 12, 13, 14]    # every A once per epoch
+  assert set(ids_b) == {100, 101, 102}                               # B drawn at random, all reached
+  assert ids_a[:5] != ids_a[5:10]                                    # a new shuffle each epoch
+  serial = _batches(_pipe(c, shuffle=False), 5)
+  assert [_ident(b["A"]) for b in serial] == [10, 11, 12, 13, 14]
+  assert [_ident(b["B"]) for b in serial] == [100, 101, 102, 100, 101]
+  c.direction = "BtoA"                                               # domains swap
+  assert {_ident(b["A"]) for b in _batches(_pipe(c), 6)} <= {100, 101, 102}
+  test = _pipe(_cfg("cyclegan", dataset=f"folder:{unpaired_dir}"), split="test")
+  assert not test.paired                                             # names differ: not aligned
+  with pytest.raises(DataError, match=r"needs aligned A/B pairs.*do not match.*only in trainA: \['a0'"):
+    _pipe(_cfg(dataset=f"folder:{unpaired_dir}"))
+  assert _snapshot(unpaired_dir) == before                           # nothing written into the data folder
+
+
+def _side_by_side(path, seed, h=14, w=18):
+  a = np.random.default_rng(seed).integers(0, 256, (h, w, 3)).astype(np.uint8)
+  a[..., 0] = np.linspace(0, 255, w).astype(np.uint8)[None, :]    # a left-to-right ramp shows flips
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(np.concatenate([a, a[..., ::-1]], axis=1)).save(path)   # B = A with channels reversed
+
+
+def test_side_by_side_folder_keeps_pairs_aligned_through_crop_and_flip(tmp_path):
+  for i in range(4):
+    _side_by_side(str(tmp_path / "train" / f"{i}.png"), i)
+  _side_by_side(str(tmp_path / "val" / "v.png"), 9)
+  before = _snapshot(tmp_path)
+  c = _cfg(dataset=f"folder:{tmp_path}", load_size=16, crop_size=12, batch_size=2)
+  p = _pipe(c)
+  assert p.paired and p.num_examples == 4
+  flipped = []
+  for b in _batches(p, 6):
+    assert b["A"].shape == (2, 12, 12, 3)
+    np.testing.assert_array_equal(b["B"], b["A"][..., ::-1])
+    flipped += [bool(a[:, -1, 0].mean() < a[:, 0, 0].mean()) for a in b["A"]]
+  assert 0 < sum(flipped) < len(flipped)                             # both flipped and unflipped pairs seen
+  t = _pipe(c, split="test")                                         # no test/: falls back to val/
+  assert t.num_examples == 1
+  assert _snapshot(tmp_path) == before
+
+
+def test_paired_folders_matched_by_name(tmp_path):
+  for i, name in enumerate(["x", "y", "z"]):
+    rng = np.random.default_rng(i)
+    a = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)
+    (tmp_path / "trainA").mkdir(exist_ok=True)
+    (tmp_path / "trainB").mkdir(exist_ok=True)
+    Image.fromarray(a).save(tmp_path / "trainA" / f"{name}.png")
+    Image.fromarray(a[..., ::-1]).save(tmp_path / "trainB" / f"{name}.bmp")   # other extension, same name
+  c = _cfg(dataset=f"folder:{tmp_path}", load_size=12, crop_size=8, preprocess="crop", batch_size=1)
+  p = _pipe(c)
+  assert p.paired and p.num_examples == 3
+  for b in _batches(p, 6):
+    np.testing.assert_array_equal(b["B"], b["A"][..., ::-1])
+
+
+def test_formats_bit_depths_and_channels_in_a_folder(tmp_path):
+  root = tmp_path / "trainA"
+  root.mkdir()
+  _const(str(root / "0.png"), 10, 0)
+  Image.fromarray(np.full((10, 10, 3), 20, np.uint8)).save(root / "1.jpg", quality=100)
+  Image.fromarray(np.full((10, 10, 3), 30, np.uint8)).save(root / "2.bmp")
+  Image.fromarray(np.full((10, 10, 3), 40, np.uint8)).save(root / "3.tiff")
+  Image.fromarray(np.full((10, 10, 3), 50, np.uint8)).save(root / "4.webp", lossless=True)
+  Image.fromarray(np.full((10, 10), 60 * 257, np.uint16)).save(root / "5.png")     # 16-bit gray
+  Image.fromarray(np.full((10, 10), 70, np.uint8), "L").save(root / "6.png")        # 8-bit gray
+  Image.fromarray(np.full((10, 10, 4), 80, np.uint8), "RGBA").save(root / "7.png")  # with alpha
+  (root / "notes.txt").write_text("not an image")
+  _const(str(tmp_path / "trainB" / "b.png"), 1, 1)
+  c = _cfg("cyclegan", dataset=f"folder:{tmp_path}", preprocess="crop", load_size=10, crop_size=10, batch_size=1)
+  p = _pipe(c, shuffle=False)
+  assert p.num_examples == 8
+  values = [_ident(b["A"]) for b in _batches(p, 8)]
+  assert values == [10, 20, 30, 40, 50, 60, 70, 80]
+  c.input_nc = 1
+  gray = _batches(_pipe(c, shuffle=False), 8)
+  assert gray[5]["A"].shape == (1, 10, 10, 1)
+  np.testing.assert_allclose(gray[5]["A"], 60 * 257 / 65535 * 2 - 1, atol=1e-6)
+
+
+def test_folder_layout_errors(tmp_path):
+  with pytest.raises(DataError, match="does not exist"):
+    _pipe(_cfg(dataset=f"folder:{tmp_path / 'missing'}"))
+  (tmp_path / "trainA").mkdir()
+  (tmp_path / "trainB").mkdir()
+  with pytest.raises(DataError, match="trainA.* contains no images"):
+    _pipe(_cfg("cyclegan", dataset=f"folder:{tmp_path}"))
+  only_a = tmp_path / "only"
+  _const(str(only_a / "trainA" / "a.png"), 1, 1)
+  with pytest.raises(DataError, match="found .*trainA.* but not .*trainB"):
+    _pipe(_cfg("cyclegan", dataset=f"folder:{only_a}"))
+  flat = tmp_path / "flat"
+  _const(str(flat / "img.png"), 1, 1)
+  with pytest.raises(DataError, match=r"no 'train' split in a known layout; it contains: img.png"):
+    _pipe(_cfg(dataset=f"folder:{flat}"))
+  with pytest.raises(DataError, match="expected 'demo:<name>'"):
+    _pipe(_cfg(dataset="images/"))
+
+
+def test_undecodable_file_errors_or_is_skipped(tmp_path):
+  for i in range(3):
+    _const(str(tmp_path / "trainA" / f"{i}.png"), 10 + i, 0)
+    _const(str(tmp_path / "trainB" / f"{i}.png"), 20 + i, 0)
+  (tmp_path / "trainA" / "1.png").write_bytes(b"garbage")
+  c = _cfg("cyclegan", dataset=f"folder:{tmp_path}", batch_size=1)
+  with pytest.raises(DataError, match=r"cannot decode image file .*trainA/1.png.*skip_bad_images"):
+    _batches(_pipe(c, shuffle=False), 3)
+  c.skip_bad_images = True
+  with pytest.warns(RuntimeWarning, match="1.png"):
+    ids = [_ident(b["A"]) for b in _batches(_pipe(c, shuffle=False), 3)]
+  assert ids == [10, 12, 12]                     # the bad file is replaced by the next readable one
+
+
+def test_crop_on_small_image_names_the_file(tmp_path):
+  _const(str(tmp_path / "trainA" / "tiny.png"), 1, 1, size=(6, 6))
+  _const(str(tmp_path / "trainB" / "tiny.png"), 1, 1, size=(6, 6))
+  c = _cfg(dataset=f"folder:{tmp_path}", preprocess="crop", crop_size=8, batch_size=1)
+  with pytest.raises(DataError, match=r"tiny.png.*6x6.*smaller than crop_size=8"):
+    _batches(_pipe(c), 1)
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+
+@pytest.fixture
+def mock_tfds():
+  with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+    yield
+
+
+def test_tfds_cycle_gan_through_random_access(mock_tfds):
+  c = _cfg("cyclegan", dataset="tfds:cycle_gan/horse2zebra", load_size=16, crop_size=12)
+  p = _pipe(c)
+  assert not p.paired and p.num_examples == 4
+  b = _batches(p, 1)[0]
+  assert b["A"].shape == b["B"].shape == (2, 12, 12, 3) and b["A"].dtype == np.float32
+  assert -1 <= b["A"].min() and b["A"].max() <= 1 and b["A"].std() > 0.05
+  with pytest.raises(DataError, match="needs aligned A/B pairs.*unpaired"):
+    _pipe(_cfg(dataset="tfds:cycle_gan/horse2zebra"))
+
+
+def test_tfds_user_chosen_feature_pair(mock_tfds):
+  c = _cfg(dataset="tfds:oxford_iiit_pet", tfds_features="image,segmentation_mask", output_nc=1)
+  p = _pipe(c)
+  assert p.paired and p.num_examples == 4
+  b = _batches(p, 1)[0]
+  assert b["A"].shape == (2, 8, 8, 3) and b["B"].shape == (2, 8, 8, 1)
+  with pytest.raises(DataError, match="tfds_features"):
+    _pipe(_cfg(dataset="tfds:oxford_iiit_pet"))
+  with pytest.raises(DataError, match="two feature names"):
+    _pipe(_cfg(dataset="tfds:oxford_iiit_pet", tfds_features="image"))
+
+
+def test_tfds_unknown_or_unprepared(tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  with pytest.raises(DataError, match="TFDS does not know 'no_such_dataset_xyz'"):
+    _pipe(_cfg(dataset="tfds:no_such_dataset_xyz", tfds_data_dir=str(tmp_path)))
+  with pytest.raises(DataError, match="TFDS does not know 'cycle_gan/no_such_config'"):
+    _pipe(_cfg("cyclegan", dataset="tfds:cycle_gan/no_such_config", tfds_data_dir=str(tmp_path)))
+  c = _cfg("cyclegan", dataset="tfds:cycle_gan/facades", tfds_data_dir=str(tmp_path), tfds_download=False)
+  with pytest.raises(DataError, match="not prepared in .*tfds_download=False.*jaxgan\\[tfds\\]"):
+    _pipe(c)
+  from jaxgan.data import tfds_source  # pylint: disable=import-outside-toplevel
+  real = tfds_source.importlib.util.find_spec
+  monkeypatch.setattr(tfds_source.importlib.util, "find_spec",
+                      lambda name, *a: None if name == "tensorflow" else real(name, *a))
+  c.tfds_download = True
+  with pytest.raises(DataError, match=r'not prepared .*needs TensorFlow: pip install "jaxgan\[tfds\]"'):
+    _pipe(c)
+  assert os.listdir(tmp_path) == [] or not any(f.endswith(".array_record") for _, _, fs in os.walk(tmp_path) for f in fs)
