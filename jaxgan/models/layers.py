@@ -1,0 +1,253 @@
+"""Layer building blocks of the pix2pix/CycleGAN networks (Flax Linen, NHWC).
+
+This module owns every layer *kind* the generators and discriminators use, each
+in one small class or function so that a faster formulation can be swapped in
+without touching the networks or the parameter tree:
+
+* ``Conv2d``          -- torch ``Conv2d`` with symmetric zero padding.
+* ``ConvTranspose2d`` -- torch ``ConvTranspose2d(k, s, p, output_padding)``,
+  same output size and same linear map (kernel layout documented on the class).
+* ``reflection_pad``  -- torch ``ReflectionPad2d``.
+* ``BatchNorm``       -- torch ``BatchNorm2d`` semantics exactly (see class).
+* ``InstanceNorm``    -- torch ``InstanceNorm2d`` defaults (no affine, no stats).
+* ``Identity``        -- ``norm="none"``.
+* ``kernel_init`` / ``bn_scale_init`` -- the reference ``init_weights`` in one place.
+
+Computation runs in ``dtype`` (e.g. bfloat16); parameters are always float32
+and normalisation statistics are always computed in float32.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+NORMS = ("batch", "instance", "none")
+
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+# ----------------------------------------------------------------------------- init
+
+def kernel_init(init_type: str = "normal", gain: float = 0.02, *, transposed: bool = False) -> Initializer:
+  """Initializer of a conv kernel of shape ``(kh, kw, in, out)``, as the reference ``init_weights``.
+
+  ``normal``: N(0, gain); ``xavier``: xavier normal with gain (variance
+  gain**2 * 2 / (fan_in + fan_out)); ``kaiming``: kaiming normal, fan_in, a=0
+  (std sqrt(2 / fan_in), gain unused as in the reference); ``orthogonal``:
+  orthogonal with scale ``gain``. Fans are counted as torch counts them on its
+  own weight layout: for a transposed conv torch's weight is ``(in, out, kh, kw)``
+  so its "fan_in" is ``out * kh * kw`` -- ``transposed=True`` reproduces that.
+  """
+  in_axis, out_axis = (-1, -2) if transposed else (-2, -1)
+  if init_type == "normal":
+    return nn.initializers.normal(stddev=gain)
+  if init_type == "xavier":
+    return nn.initializers.variance_scaling(gain ** 2, "fan_avg", "normal", in_axis=in_axis, out_axis=out_axis)
+  if init_type == "kaiming":
+    return nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=in_axis, out_axis=out_axis)
+  if init_type == "orthogonal":
+    return nn.initializers.orthogonal(scale=gain, column_axis=out_axis)
+  raise ValueError(f"init_type must be one of {INIT_TYPES}, got {init_type!r}")
+
+
+def bn_scale_init(gain: float = 0.02) -> Initializer:
+  """BatchNorm scale ~ N(1, gain) (the reference, whatever ``init_type``)."""
+  def init(key, shape, dtype=jnp.float32):
+    return 1.0 + gain * jax.random.normal(key, shape, dtype)
+  return init
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def conv_bias(norm: str) -> bool:
+  """Whether the reference's ``bias=use_bias`` convolutions get a bias for this norm.
+
+  The reference sets ``use_bias = (norm is InstanceNorm2d)``: with batch norm
+  those convs have no bias (the norm's shift replaces it). With ``norm="none"``
+  the reference also drops the bias -- a quirk of how it builds the identity
+  norm -- which leaves those convs without any shift; we deliberately KEEP the
+  bias for ``"none"``. Only ``"batch"`` removes it, so the parameter counts of
+  the batch and instance variants are exactly the reference's.
+  """
+  return norm != "batch"
+
+
+# ----------------------------------------------------------------------------- convs
+
+class Conv2d(nn.Module):
+  """torch ``Conv2d(in, features, kernel_size, stride, padding)`` on NHWC input.
+
+  Params: ``kernel`` ``(kh, kw, in, features)`` (torch weight ``(out, in, kh, kw)``
+  permuted ``(2, 3, 1, 0)``), ``bias`` ``(features,)`` when ``use_bias``.
+  Output size ``floor((H + 2p - k) / s) + 1`` like torch.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  use_bias: bool = True
+  kernel_init: Initializer = nn.initializers.normal(0.02)
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, p = self.kernel_size, self.padding
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
+        ((p, p), (p, p)), dimension_numbers=_DIMS)
+    if self.use_bias:
+      bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+class ConvTranspose2d(nn.Module):
+  """torch ``ConvTranspose2d(in, features, k, stride, padding, output_padding)`` on NHWC.
+
+  Output size ``(H - 1) * s - 2p + k + output_padding`` exactly as torch.
+
+  Kernel layout: ``kernel`` has shape ``(kh, kw, in, features)`` and holds the
+  torch weight ``(in, out, kh, kw)`` permuted ``(2, 3, 0, 1)`` -- NOT flipped:
+  ``kernel[i, j, c, o] == torch_weight[c, o, i, j]``. The forward computes the
+  transposed convolution exactly as torch defines it (the gradient of a
+  ``Conv2d``), i.e. input dilated by ``s``, padded ``k-1-p`` before and
+  ``k-1-p+output_padding`` after, and correlated with the spatially flipped
+  kernel. ``bias`` ``(features,)`` when ``use_bias``.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  output_padding: int = 0
+  use_bias: bool = True
+  kernel_init: Initializer = nn.initializers.normal(0.02)
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, s, p, op = self.kernel_size, self.stride, self.padding, self.output_padding
+    if not (0 <= p <= k - 1 and 0 <= op < max(s, 1)):
+      raise ValueError(f"ConvTranspose2d: need 0 <= padding <= k-1 and 0 <= output_padding < stride, "
+                       f"got k={k}, stride={s}, padding={p}, output_padding={op}")
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
+    flipped = kernel[::-1, ::-1].astype(self.dtype)
+    lo, hi = k - 1 - p, k - 1 - p + op
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), flipped, (1, 1), ((lo, hi), (lo, hi)), lhs_dilation=(s, s),
+        dimension_numbers=_DIMS)
+    if self.use_bias:
+      bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+def reflection_pad(x: jax.Array, pad: int) -> jax.Array:
+  """torch ``ReflectionPad2d(pad)`` on NHWC (edge not repeated); needs ``pad < H, W``."""
+  if pad >= x.shape[1] or pad >= x.shape[2]:
+    raise ValueError(f"reflection padding {pad} needs H and W > {pad}, got shape {tuple(x.shape)}")
+  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+
+
+# ----------------------------------------------------------------------------- norms
+
+class BatchNorm(nn.Module):
+  """torch ``BatchNorm2d`` (eps 1e-5, momentum 0.1, affine, running stats) on NHWC.
+
+  ``train=True``: normalise with the batch mean and *biased* batch variance over
+  (N, H, W) and update ``running = (1 - momentum) * running + momentum * batch``
+  where the variance entering the running average is the *unbiased* one
+  (times n / (n - 1)), as torch does. ``train=False``: normalise with the
+  running statistics. With ``axis_name`` set (pmap), the moments are averaged
+  over that axis so every device uses the global-batch statistics.
+  Statistics are float32. Params ``scale``, ``bias``; collection
+  ``batch_stats`` holds ``mean`` (init 0) and ``var`` (init 1).
+  """
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+  scale_init: Initializer = bn_scale_init(0.02)
+  axis_name: str | None = None
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    c = x.shape[-1]
+    running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    scale = self.param("scale", self.scale_init, (c,), self.param_dtype).astype(jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype).astype(jnp.float32)
+    xf = x.astype(jnp.float32)
+    if train:
+      # No cross-device reduction at init (often run outside pmap), as Flax's BatchNorm does.
+      mean, var, n = _batch_moments(xf, None if self.is_initializing() else self.axis_name)
+      if not self.is_initializing():
+        unbiased = var * (n / jnp.maximum(n - 1.0, 1.0))
+        m = self.momentum
+        running_mean.value = (1.0 - m) * running_mean.value + m * mean
+        running_var.value = (1.0 - m) * running_var.value + m * unbiased
+    else:
+      mean, var = running_mean.value, running_var.value
+    mul = scale * jax.lax.rsqrt(var + self.epsilon)
+    y = xf * mul + (bias - mean * mul)
+    return y.astype(self.dtype)
+
+
+def _batch_moments(xf: jax.Array, axis_name: str | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per-channel mean and biased variance over (N, H, W) (and ``axis_name``), and the count."""
+  n = jnp.asarray(xf.shape[0] * xf.shape[1] * xf.shape[2], jnp.float32)
+  mean = jnp.mean(xf, axis=(0, 1, 2))
+  if axis_name is not None:
+    mean = jax.lax.pmean(mean, axis_name)
+    n = jax.lax.psum(n, axis_name)
+  var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
+  if axis_name is not None:
+    var = jax.lax.pmean(var, axis_name)
+  return mean, var, n
+
+
+class InstanceNorm(nn.Module):
+  """torch ``InstanceNorm2d`` defaults: per image, per channel over (H, W), biased
+  variance, eps 1e-5, no affine parameters, no running stats (``train`` unused)."""
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    del train
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=(1, 2), keepdims=True)
+    return ((xf - mean) * jax.lax.rsqrt(var + self.epsilon)).astype(self.dtype)
+
+
+class Identity(nn.Module):
+  """``norm="none"``: no parameters, output = input."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    del train
+    return x
+
+
+def make_norm(norm: str, *, name: str, gain: float = 0.02, dtype: Dtype = jnp.float32,
+              axis_name: str | None = None) -> nn.Module:
+  """The norm layer for ``norm`` in {"batch", "instance", "none"}; call as ``layer(x, train)``."""
+  check_choice("norm", norm, NORMS)
+  if norm == "batch":
+    return BatchNorm(scale_init=bn_scale_init(gain), axis_name=axis_name, dtype=dtype, name=name)
+  if norm == "instance":
+    return InstanceNorm(dtype=dtype, name=name)
+  return Identity(name=name)
