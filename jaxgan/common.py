@@ -38,8 +38,11 @@ def validate_config(config: ml_collections.ConfigDict, model: str) -> None:
   """Raise ValueError naming the key when a model-relevant config value is invalid."""
   if config.get("model", model) != model:
     raise ValueError(f"config.model is {config.get('model')!r} but {model}.init/train_step was called")
-  if not (str(config.netG).startswith("unet_") or config.netG in config_lib.GENERATORS):
-    raise ValueError(f"config.netG must be one of {config_lib.GENERATORS} (or unet_<N>), got {config.netG!r}")
+  try:
+    models.parse_netG(str(config.netG))
+  except ValueError as e:
+    raise ValueError(f"config.netG must be one of {config_lib.GENERATORS} (or unet_<N>, resnet_<n>blocks), "
+                     f"got {config.netG!r}: {e}") from None
   _check_choice(config, "netD", config_lib.DISCRIMINATORS)
   _check_choice(config, "norm", config_lib.NORMS)
   _check_choice(config, "gan_mode", config_lib.GAN_MODES)
@@ -54,14 +57,15 @@ def build_generator(config: ml_collections.ConfigDict, input_nc: int, output_nc:
   return models.define_G(
       input_nc=input_nc, output_nc=output_nc, ngf=int(config.ngf), netG=str(config.netG),
       norm=str(config.norm), use_dropout=not bool(config.no_dropout), init_type=str(config.init_type),
-      init_gain=float(config.init_gain), dtype=compute_dtype(config), remat=bool(config.get("remat", False)))
+      init_gain=float(config.init_gain), dtype=compute_dtype(config), remat=bool(config.get("remat", False)),
+      axis_name=config.get("axis_name"))
 
 
 def build_discriminator(config: ml_collections.ConfigDict, input_nc: int):
   return models.define_D(
       input_nc=input_nc, ndf=int(config.ndf), netD=str(config.netD), n_layers_D=int(config.n_layers_D),
       norm=str(config.norm), init_type=str(config.init_type), init_gain=float(config.init_gain),
-      dtype=compute_dtype(config))
+      dtype=compute_dtype(config), axis_name=config.get("axis_name"))
 
 
 def variables(params: Params, batch_stats: PyTree) -> dict:
