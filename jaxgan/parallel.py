@@ -1,51 +1,98 @@
-"""Data parallelism: a 1-D ``data`` mesh over every device of every process.
+"""Data parallelism over every device of every process, and multi-host start-up.
 
-The batch is sharded over ``data`` along its leading axis, the train state is
-replicated, and the step is compiled once with ``jax.jit`` and explicit
-shardings, donating the old state. Because the batch is one global array, means
-over the batch (losses, BatchNorm statistics) are global-batch means, so the
-result equals one device running the same global batch.
+Default (:func:`jit_train_step`): a 1-D ``data`` mesh over all devices of all
+processes. The batch is one global array sharded over ``data`` along its
+leading axis, the train state is replicated, and the step is compiled once with
+``jax.jit`` and explicit shardings, donating the old state. Because the batch is
+one global array, every mean over the batch (losses, BatchNorm statistics) is a
+global-batch mean and the CycleGAN image pool sees the global batch in order, so
+the result equals one device running the same global batch (up to float
+summation order). This works unchanged for one device, many devices and many
+hosts.
+
+Variant (:func:`pmap_train_step`): ``jax.pmap`` over this process's devices with
+one state copy per device. The step averages gradients (never parameters),
+metrics and BatchNorm moments over the pmap axis, so parameters stay identical
+and equal to the one-device run on the same global batch. Differences from the
+default, by design: each device draws its own dropout / pool / penalty
+randomness (``fold_in(rng, device index)``), and each device keeps its *own*
+image pool of ``pool_size`` of its own fakes (see docs/scaling.md).
+
+Multi-host: :func:`initialize_distributed` joins the job (explicit flags or
+cluster auto-detection), :func:`is_main_process` gates logs and files.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+import os
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+PMAP_AXIS = "batch"
+
+
+# ----------------------------------------------------------------------------- mesh and shardings
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A 1-D mesh named ``data`` over ``devices`` (default: all devices of all processes)."""
   devices = list(jax.devices() if devices is None else devices)
+  if not devices:
+    raise ValueError("make_mesh: no devices given")
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over ``data``; other axes whole."""
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  """A full copy on every device of the mesh."""
   return NamedSharding(mesh, P())
 
 
-def shard_batch(batch: Any, mesh: Mesh) -> Any:
-  """Turn this process's part of a batch (numpy, leading axis = local batch) into global arrays.
+def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+  """Raise ValueError unless ``global_batch`` splits evenly over the mesh and the processes."""
+  n_dev, n_proc = int(mesh.devices.size), int(jax.process_count())
+  if global_batch < 1 or global_batch % n_dev:
+    raise ValueError(f"config.batch_size ({global_batch}) must be a positive multiple of the number of devices "
+                     f"({n_dev}): each device takes batch_size / {n_dev} images per step")
+  if global_batch % n_proc:
+    raise ValueError(f"config.batch_size ({global_batch}) must be a multiple of the number of processes ({n_proc})")
 
-  With one process the local batch is the global batch. Each process passes
-  its own disjoint slice; the global batch is their concatenation in process order.
+
+def local_batch_size(global_batch: int) -> int:
+  """Images each process reads per step: the global batch divided by the process count."""
+  n_proc = int(jax.process_count())
+  if global_batch % n_proc:
+    raise ValueError(f"config.batch_size ({global_batch}) must be a multiple of the number of processes ({n_proc})")
+  return global_batch // n_proc
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+  """This process's part of a batch (numpy, leading axis = local batch) -> global sharded arrays.
+
+  With one process the local batch is the global batch. With several, each
+  process passes its own disjoint slice (equal sizes) and the global batch is
+  their concatenation in process order. Arrays already global (a ``jax.Array``
+  with this sharding) pass through.
   """
   sharding = batch_sharding(mesh)
   n_local = len(mesh.local_devices)
 
   def put(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return x
     x = np.asarray(x)
-    if x.shape[0] % n_local:
-      raise ValueError(f"the per-process batch ({x.shape[0]}) must be a multiple of the number of local "
-                       f"devices ({n_local}); choose batch_size as a multiple of {mesh.devices.size}")
+    if x.ndim == 0 or x.shape[0] % n_local:
+      raise ValueError(f"shard_batch: the per-process batch has shape {x.shape}; its leading axis must be a "
+                       f"multiple of the number of local devices ({n_local}); choose config.batch_size as a "
+                       f"multiple of {mesh.devices.size}")
     return jax.make_array_from_process_local_data(sharding, x)
 
   return jax.tree.map(put, batch)
@@ -56,114 +103,156 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   sharding = replicated_sharding(mesh)
 
   def put(x):
-    x = np.asarray(x) if not isinstance(x, jax.Array) or x.is_fully_addressable else x
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return x
+      return x   # already global (e.g. restored from a checkpoint with this sharding)
+    x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
   return jax.tree.map(put, tree)
+
+
+def _without_axis_name(config: Any) -> Any:
+  """A copy of ``config`` without ``axis_name`` (a jit step must not pmean over a pmap axis)."""
+  if config.get("axis_name", None) is None:
+    return config
+  cfg = config.copy_and_resolve_references()
+  with cfg.unlocked():
+    del cfg["axis_name"]
+  return cfg
 
 
 def jit_train_step(train_step: Callable, config: Any, mesh: Mesh, *, donate: bool = True) -> Callable:
   """``train_step(state, batch, config=config)`` compiled with state replicated and batch sharded.
 
   The returned function takes ``(state, batch)`` where ``batch`` comes from
-  :func:`shard_batch` and ``state`` from :func:`replicate`; the input state is
-  donated (do not reuse it after the call).
+  :func:`shard_batch` (global batch [N, H, W, C] split over ``data``) and
+  ``state`` from :func:`replicate`; it returns the new replicated state and
+  replicated float32 metrics. The input state is donated (do not reuse it).
   """
   rep, data = replicated_sharding(mesh), batch_sharding(mesh)
-  return jax.jit(functools.partial(train_step, config=config), in_shardings=(rep, data),
+  return jax.jit(functools.partial(train_step, config=_without_axis_name(config)), in_shardings=(rep, data),
                  out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())
 
 
-# --------------------------------------------------------------------------- pmap
+# ----------------------------------------------------------------------------- pmap
 
 
-def pmap_train_step(train_step: Callable, config: Any, *, axis_name: str = "batch", donate: bool = True) -> Callable:
-  """The ``jax.pmap`` variant: one state copy per device, gradients averaged.
-
-  The returned function takes a state replicated with :func:`pmap_replicate` and a
-  batch with a leading device axis (:func:`pmap_split_batch`). Inside, the step
-  runs with ``config.axis_name`` set, which makes it average gradients, losses
-  and BatchNorm moments over ``axis_name`` (never parameters: the parameters stay
-  equal because every device applies the same averaged update). Image pools are
-  per device (each device keeps the history of its own fakes).
-  """
-  cfg = config.copy_and_resolve_references() if hasattr(config, "copy_and_resolve_references") else config
-  with cfg.unlocked() if hasattr(cfg, "unlocked") else _nullcontext():
+def pmap_config(config: Any, axis_name: str = PMAP_AXIS) -> Any:
+  """A copy of ``config`` with ``axis_name`` set: steps then pmean gradients/metrics and
+  BatchNorm averages its moments over that axis. Only valid inside ``pmap`` (use the
+  original config for ``init``/``translate``)."""
+  cfg = config.copy_and_resolve_references()
+  with cfg.unlocked():
     cfg.axis_name = axis_name
-  return jax.pmap(functools.partial(train_step, config=cfg), axis_name=axis_name,
-                  donate_argnums=(0,) if donate else ())
+  return cfg
+
+
+def pmap_train_step(train_step: Callable, config: Any, *, axis_name: str = PMAP_AXIS, donate: bool = True,
+                    per_device_rng: bool = True) -> Callable:
+  """The ``jax.pmap`` variant: one state copy per local device, gradients averaged.
+
+  The returned function takes a state from :func:`pmap_replicate` and a batch
+  with a leading device axis from :func:`pmap_split_batch` ([D, N/D, H, W, C]);
+  it returns the per-device state and per-device (identical) metrics. Inside,
+  the step runs with ``config.axis_name`` set, which averages gradients, losses
+  and BatchNorm moments over ``axis_name`` (never parameters: they stay equal
+  because every device applies the same averaged update). With
+  ``per_device_rng`` each device folds its index into the state's key for
+  dropout, the image pool and the gradient penalty (the stored key stays the
+  same on all devices). Single process only: across hosts use
+  :func:`jit_train_step`.
+  """
+  cfg = pmap_config(config, axis_name)
+
+  def step(state, batch):
+    if not per_device_rng:
+      return train_step(state, batch, config=cfg)
+    key = state.rng
+    local = state.replace(rng=jax.random.fold_in(key, jax.lax.axis_index(axis_name)))
+    new_state, metrics = train_step(local, batch, config=cfg)
+    return new_state.replace(rng=key), metrics
+
+  return jax.pmap(step, axis_name=axis_name, donate_argnums=(0,) if donate else ())
 
 
 def pmap_replicate(tree: Any, devices: Sequence[jax.Device] | None = None) -> Any:
-  """Copy a pytree onto each local device (leading axis = device)."""
-  return jax.device_put_replicated(tree, list(jax.local_devices() if devices is None else devices))
+  """Copy a pytree onto each device (leading axis = device), the input layout of ``pmap``."""
+  devices = list(jax.local_devices() if devices is None else devices)
+  sharding = NamedSharding(Mesh(np.asarray(devices), (PMAP_AXIS,)), P(PMAP_AXIS))
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.device_put(np.broadcast_to(x[None], (len(devices), *x.shape)), sharding)
+
+  return jax.tree.map(put, tree)
 
 
 def pmap_split_batch(batch: Any, n_devices: int | None = None) -> Any:
-  """Reshape a local batch [N, ...] into [n_devices, N / n_devices, ...]."""
-  n = jax.local_device_count() if n_devices is None else n_devices
+  """Reshape a local batch [N, ...] into [n_devices, N / n_devices, ...] (device d gets rows d*N/D ...)."""
+  n = jax.local_device_count() if n_devices is None else int(n_devices)
 
   def split(x):
     x = np.asarray(x)
-    if x.shape[0] % n:
-      raise ValueError(f"batch of {x.shape[0]} does not split over {n} devices")
+    if x.ndim == 0 or x.shape[0] % n:
+      raise ValueError(f"pmap_split_batch: a batch of shape {x.shape} does not split over {n} devices; "
+                       f"choose config.batch_size as a multiple of {n}")
     return x.reshape(n, x.shape[0] // n, *x.shape[1:])
 
   return jax.tree.map(split, batch)
 
 
 def unreplicate(tree: Any) -> Any:
-  """The first device's copy of a pmap-replicated pytree."""
+  """The first device's copy of a pmap-replicated pytree (e.g. to checkpoint or translate)."""
   return jax.tree.map(lambda x: x[0], tree)
 
 
-class _nullcontext:
-  def __enter__(self):
-    return self
+# ----------------------------------------------------------------------------- multi-host
 
-  def __exit__(self, *exc):
-    return False
+_MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
 
 
-# ---------------------------------------------------------------------- multi-host
+def wants_distributed(env: Mapping[str, str] | None = None) -> bool:
+  """Whether the environment says this is one of several processes.
 
-_MULTIPROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
-                     "MEGASCALE_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES")
-
-
-def wants_distributed(env: dict | None = None) -> bool:
-  """Whether the environment says this is one of several processes."""
-  import os
+  True for a coordinator address in the environment (``JAX_COORDINATOR_ADDRESS``,
+  ``COORDINATOR_ADDRESS``, ``MEGASCALE_COORDINATOR_ADDRESS``), SLURM or Open MPI
+  with more than one task, or a Cloud TPU slice with several workers
+  (``TPU_WORKER_HOSTNAMES`` listing more than one host).
+  """
   env = os.environ if env is None else env
-  if env.get("SLURM_NTASKS", "1") not in ("", "1") or env.get("OMPI_COMM_WORLD_SIZE", "1") not in ("", "1"):
+  for key in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+    if env.get(key, "1").strip() not in ("", "1"):
+      return True
+  if "," in env.get("TPU_WORKER_HOSTNAMES", ""):
     return True
-  hosts = env.get("TPU_WORKER_HOSTNAMES", "")
-  if "," in hosts:
-    return True
-  return bool(env.get("JAX_COORDINATOR_ADDRESS") or env.get("COORDINATOR_ADDRESS")
-              or env.get("MEGASCALE_COORDINATOR_ADDRESS"))
+  return any(env.get(key) for key in _MULTIPROCESS_ENV)
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, *, cpu_collectives: str | None = "gloo") -> bool:
-  """Join a multi-process JAX job; returns True when ``jax.distributed`` was initialised.
+                           process_id: int | None = None, *, cpu_collectives: str | None = "gloo",
+                           env: Mapping[str, str] | None = None) -> bool:
+  """Join a multi-process JAX job; returns True when ``jax.distributed`` is initialised.
 
-  With explicit arguments (``--coordinator_address``, ``--num_processes``,
-  ``--process_id`` on the CLI) those are used; otherwise JAX's own cluster
-  detection (Cloud TPU, SLURM, Open MPI, ``JAX_COORDINATOR_ADDRESS``) runs when
-  :func:`wants_distributed` says so. A single process does nothing. On CPU the
-  cross-process collectives use ``cpu_collectives`` (gloo).
+  Call before anything touches devices. With explicit arguments (``jaxgan
+  train --coordinator_address HOST:PORT --num_processes N --process_id I``)
+  those are used; otherwise JAX's cluster detection (Cloud TPU, SLURM, Open
+  MPI, ``JAX_COORDINATOR_ADDRESS``) runs when :func:`wants_distributed` says so.
+  A lone process does nothing and returns False. On CPU, cross-process
+  collectives use ``cpu_collectives`` (gloo). Calling it again is a no-op.
   """
-  explicit = coordinator_address is not None or (num_processes or 1) > 1
-  if not explicit and not wants_distributed():
+  if jax.distributed.is_initialized():
+    return True
+  if num_processes is not None and int(num_processes) < 1:
+    raise ValueError(f"--num_processes must be >= 1, got {num_processes}")
+  if process_id is not None and num_processes is not None and not 0 <= int(process_id) < int(num_processes):
+    raise ValueError(f"--process_id must be in [0, {num_processes}), got {process_id}")
+  explicit = coordinator_address is not None
+  if not explicit and not wants_distributed(env):
+    if (num_processes or 1) > 1:
+      raise ValueError(f"--num_processes={num_processes} needs --coordinator_address (host:port of process 0)")
     return False
   if cpu_collectives:
-    try:
-      jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-    except Exception:  # pragma: no cover - option absent in some jax versions
-      pass
+    jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
   kwargs = {}
   if coordinator_address is not None:
     kwargs["coordinator_address"] = coordinator_address
@@ -171,10 +260,14 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     kwargs["num_processes"] = int(num_processes)
   if process_id is not None:
     kwargs["process_id"] = int(process_id)
-  jax.distributed.initialize(**kwargs)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except RuntimeError as e:
+    raise RuntimeError(f"jax.distributed.initialize({kwargs}) failed: {e}. It must run before any JAX "
+                       "computation or device query in this process") from e
   return True
 
 
 def is_main_process() -> bool:
-  """Only process 0 writes logs, HTML pages and printed output."""
+  """Only process 0 writes logs, HTML pages, samples and printed output."""
   return jax.process_index() == 0
