@@ -1,0 +1,294 @@
+"""Checkpoints: every Orbax call of jaxgan lives here.
+
+A checkpoint is one step directory ``WORKDIR/checkpoints/<step>/`` written by an
+Orbax ``CheckpointManager`` (asynchronous, atomic: a step directory appears only
+once complete, so a crash mid-save leaves the previous one usable) with three items:
+
+* ``state``: the whole train state (step, params, BatchNorm statistics, both
+  optimiser states with the schedule position, image pools, PRNG key);
+* ``data``: the Grain iterator's position (one JSON file per process);
+* ``meta``: JSON with the run's config, the batch shapes the state was built
+  for, and the jaxgan version.
+
+Restoring checks the saved config against the current one first
+(:data:`STRUCTURAL_KEYS`; schedule and step counts may change) and then the
+array shapes, so a mismatch is refused with a message naming what differs. A
+step whose files cannot be read is reported and the previous step is used.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+# Keys that fix the shapes of the state: a checkpoint written with other values cannot be resumed.
+STRUCTURAL_KEYS = ("model", "netG", "netD", "norm", "input_nc", "output_nc", "ngf", "ndf", "n_layers_D")
+# CycleGAN only: the image pools' shapes.
+POOL_KEYS = ("pool_size",)
+CHECKPOINT_SUBDIR = "checkpoints"
+QUARANTINE_SUBDIR = "unreadable_checkpoints"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint is missing, unreadable, or does not fit the current config."""
+
+
+class ConfigMismatchError(CheckpointError):
+  """The checkpoint was written for a different model/network configuration."""
+
+
+def checkpoint_dir(workdir: str | Path) -> Path:
+  """Where the step directories of ``workdir`` live."""
+  return Path(workdir) / CHECKPOINT_SUBDIR
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+  """Human-readable differences in the keys that fix the state's shapes ([] when compatible)."""
+  keys = list(STRUCTURAL_KEYS)
+  if current.get("model") == "cyclegan" or saved.get("model") == "cyclegan":
+    keys += list(POOL_KEYS)
+  diffs = []
+  for key in keys:
+    a, b = saved.get(key), current.get(key)
+    if a != b:
+      diffs.append(f"{key}: checkpoint has {a!r}, config has {b!r}")
+  return diffs
+
+
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _key(x: Any) -> tuple:
+  return tuple(x.shape), str(x.dtype)
+
+
+def _describe(pairs: list, wanted: collections.Counter, limit: int = 8) -> str:
+  remaining, names = collections.Counter(wanted), []
+  for name, x in pairs:
+    if remaining[_key(x)] > 0:
+      remaining[_key(x)] -= 1
+      names.append(f"{name} {_key(x)[0]} {_key(x)[1]}")
+  return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def shape_differences(saved_tree: Any, abstract_state: Any) -> list[str]:
+  """Arrays (shape, dtype) present on one side only; [] when the state fits the checkpoint."""
+  saved = [(getattr(x, "name", jax.tree_util.keystr(p)), x)
+           for p, x in jax.tree_util.tree_flatten_with_path(saved_tree)[0]]
+  ours = [(jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]]
+  sig_saved = collections.Counter(_key(x) for _, x in saved)
+  sig_ours = collections.Counter(_key(x) for _, x in ours)
+  if sig_saved == sig_ours:
+    return []
+  out = [f"the checkpoint has {len(saved)} arrays, this config builds {len(ours)}"]
+  if sig_saved - sig_ours:
+    out.append("only in the checkpoint: " + _describe(saved, sig_saved - sig_ours))
+  if sig_ours - sig_saved:
+    out.append("only in this config: " + _describe(ours, sig_ours - sig_saved))
+  return out
+
+
+class Checkpointer:
+  """The checkpoints of one workdir: save asynchronously, keep the last ``keep``, restore safely.
+
+  ``read_only=True`` (translate, evaluate) never creates, deletes or moves anything.
+  """
+
+  def __init__(self, workdir: str | Path, *, keep: int = 3, async_save: bool = True, read_only: bool = False):
+    self.workdir = Path(workdir).absolute()
+    self.directory = checkpoint_dir(self.workdir)
+    self.read_only = read_only
+    self._keep = keep
+    self._async = async_save
+    if read_only and not self.directory.is_dir():
+      raise CheckpointError(f"no checkpoints in {self.workdir}: {self.directory} does not exist "
+                            f"(train first: jaxgan train --config ... --workdir {self.workdir})")
+    self._manager = self._make_manager()
+
+  def _make_manager(self) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=None if self.read_only else (self._keep if self._keep and self._keep > 0 else None),
+        create=not self.read_only,
+        read_only=self.read_only,
+        cleanup_tmp_directories=not self.read_only,
+        enable_async_checkpointing=self._async,
+    )
+    import grain  # the iterator's handler; registered with Orbax by grain itself
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+                "data": grain.checkpoint.CheckpointHandler()}
+    return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+  # ------------------------------------------------------------------ queries
+
+  def steps(self) -> list[int]:
+    """Committed steps, oldest first (half-written temporary directories are not steps)."""
+    return sorted(int(s) for s in self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    steps = self.steps()
+    return steps[-1] if steps else None
+
+  def step_path(self, step: int) -> Path:
+    return self.directory / str(step)
+
+  def read_meta(self, step: int) -> dict:
+    """The ``meta`` item (config, batch shapes, version) of ``step``; CheckpointError if unreadable."""
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    except Exception as e:  # noqa: BLE001 - any failure to read means this step is unusable
+      raise CheckpointError(f"cannot read {self.step_path(step) / 'meta'}: {type(e).__name__}: {e}") from e
+    if not isinstance(meta, dict) or "config" not in meta:
+      raise CheckpointError(f"{self.step_path(step) / 'meta'} holds no config (got {type(meta).__name__})")
+    return meta
+
+  def check_compatible(self, step: int, current_config: Mapping[str, Any], abstract_state: Any) -> dict:
+    """Read ``step``'s meta and array metadata; raise ConfigMismatchError when they do not fit."""
+    meta = self.read_meta(step)
+    diffs = config_differences(meta["config"], current_config)
+    if diffs:
+      raise ConfigMismatchError(
+          f"the checkpoint in {self.step_path(step)} was trained with a different configuration:\n  "
+          + "\n  ".join(diffs)
+          + "\nuse the checkpoint's values, or a new --workdir to start a new run")
+    try:
+      saved_tree = self._manager.item_metadata(step)["state"]
+      saved_tree = getattr(saved_tree, "tree", saved_tree)
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(f"cannot read the array metadata in {self.step_path(step) / 'state'}: "
+                            f"{type(e).__name__}: {e}") from e
+    if saved_tree is not None:
+      diffs = shape_differences(saved_tree, abstract_state)
+      if diffs:
+        raise ConfigMismatchError(
+            f"the state in {self.step_path(step)} does not fit this config's networks:\n  " + "\n  ".join(diffs))
+    return meta
+
+  def check_config(self, current_config: Mapping[str, Any]) -> None:
+    """Refuse early (before building anything) when the newest readable step has another configuration."""
+    for step in reversed(self.steps()):
+      try:
+        meta = self.read_meta(step)
+      except CheckpointError:
+        continue
+      diffs = config_differences(meta["config"], current_config)
+      if diffs:
+        raise ConfigMismatchError(
+            f"the checkpoint in {self.step_path(step)} was trained with a different configuration:\n  "
+            + "\n  ".join(diffs)
+            + "\nuse the checkpoint's values, or a new --workdir to start a new run")
+      return
+
+  # ------------------------------------------------------------------ save
+
+  def save(self, step: int, state: Any, *, meta: Mapping[str, Any], data_iterator: Any = None) -> None:
+    """Start saving ``state`` (and the iterator position) as ``step``; returns once arrays are on host."""
+    if self.read_only:
+      raise CheckpointError("this Checkpointer is read-only")
+    items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(dict(meta))}
+    if data_iterator is not None:
+      import grain
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+
+  def wait(self) -> None:
+    """Block until pending asynchronous saves are committed."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  # ------------------------------------------------------------------ restore
+
+  def restore(self, step: int, abstract_state: Any, *, data_iterator: Any = None) -> Any:
+    """Restore ``step`` into arrays shaped/sharded like ``abstract_state`` (and the iterator in place)."""
+    items = {"state": ocp.args.StandardRestore(_abstract(abstract_state))}
+    if data_iterator is not None:
+      import grain
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    try:
+      restored = self._manager.restore(int(step), args=ocp.args.Composite(**items))
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(f"cannot restore {self.step_path(step)}: {type(e).__name__}: {e}") from e
+    return restored.state
+
+  def restore_newest(self, current_config: Mapping[str, Any], make_abstract: Callable[[dict], Any], *,
+                     data_iterator: Any = None, step: int | None = None,
+                     quarantine: bool = False) -> tuple[int, Any, dict]:
+    """Restore the newest readable step (or exactly ``step``): returns ``(step, state, meta)``.
+
+    ``make_abstract(meta)`` builds the abstract state (ShapeDtypeStructs with
+    shardings) for the checkpoint's meta. A config/shape mismatch is raised at
+    once; an unreadable step is logged and the previous one tried. With
+    ``quarantine`` (training), unreadable steps are moved to
+    ``WORKDIR/unreadable_checkpoints/`` so that training can write that step again.
+    """
+    available = self.steps()
+    if not available:
+      raise CheckpointError(f"no checkpoints in {self.directory}")
+    if step is not None:
+      if step not in available:
+        raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; available: {available}")
+      candidates = [step]
+    else:
+      candidates = list(reversed(available))
+    failures = []
+    for s in candidates:
+      try:
+        meta = self.read_meta(s)
+        abstract = make_abstract(meta)
+        self.check_compatible(s, current_config if current_config is not None else meta["config"], abstract)
+        state = self.restore(s, abstract, data_iterator=data_iterator)
+      except ConfigMismatchError:
+        raise
+      except CheckpointError as e:
+        failures.append(str(e))
+        log.warning("checkpoint step %d is unreadable, trying an older one: %s", s, e)
+        if quarantine:
+          self._quarantine(s)
+        continue
+      if failures:
+        log.warning("restored step %d after skipping unreadable newer checkpoints", s)
+      return s, state, meta
+    raise CheckpointError("no readable checkpoint in " + str(self.directory) + ":\n  " + "\n  ".join(failures))
+
+  def _quarantine(self, step: int) -> None:
+    """Move an unreadable step directory aside (inside the workdir; nothing is deleted)."""
+    if self.read_only:
+      return
+    dest_root = self.workdir / QUARANTINE_SUBDIR
+    dest_root.mkdir(parents=True, exist_ok=True)
+    dest = dest_root / str(step)
+    n = 1
+    while dest.exists():
+      dest = dest_root / f"{step}.{n}"
+      n += 1
+    shutil.move(str(self.step_path(step)), str(dest))
+    log.warning("moved the unreadable checkpoint %s to %s", self.step_path(step), dest)
+    self._manager.close()
+    self._manager = self._make_manager()
+
+
+def list_steps(workdir: str | Path) -> list[int]:
+  """Committed checkpoint steps of ``workdir`` without creating anything ([] when none)."""
+  if not checkpoint_dir(workdir).is_dir():
+    return []
+  ckpt = Checkpointer(workdir, read_only=True)
+  try:
+    return ckpt.steps()
+  finally:
+    ckpt.close()
+
+
+def with_sharding(abstract: Any, sharding: Any) -> Any:
+  """ShapeDtypeStructs of ``abstract`` placed with ``sharding`` (for restoring onto a mesh)."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+
