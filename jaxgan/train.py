@@ -1,0 +1,301 @@
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+Around the jitted, data-parallel ``train_step`` of :mod:`jaxgan.pix2pix` /
+:mod:`jaxgan.cyclegan` this module owns: the data iterator, resuming from the
+newest checkpoint (state *and* iterator position, so a resumed run is
+bit-identical to one that never stopped), periodic checkpoints, SIGTERM/SIGINT
+handling (save at the next step boundary, return normally), stopping on a
+non-finite loss (naming the step; no checkpoint is written after it), logging
+(progress, TensorBoard, HTML page, W&B) and periodic evaluation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+import jaxgan
+from jaxgan import checkpoint, parallel, reporting
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+  """The run cannot continue (e.g. a non-finite loss)."""
+
+
+class NonFiniteLossError(TrainingError):
+  """A loss became NaN or infinite; the message names the step and the values."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What a call to :func:`train_and_evaluate` ended with."""
+  step: int                      # the state's step when the call returned
+  preempted: bool                # stopped by a signal (or ``stop_at_step``) before the last step
+  metrics: dict                  # the last logged training metrics (interval means)
+  evaluation: dict | None        # the final evaluation, when one ran
+  state: Any = None
+
+
+def model_module(config: ml_collections.ConfigDict):
+  """The objective module (:mod:`jaxgan.pix2pix` or :mod:`jaxgan.cyclegan`) for ``config.model``."""
+  if config.model == "pix2pix":
+    from jaxgan import pix2pix
+    return pix2pix
+  if config.model == "cyclegan":
+    from jaxgan import cyclegan
+    return cyclegan
+  raise ValueError(f"config.model must be 'pix2pix' or 'cyclegan', got {config.model!r}")
+
+
+def total_steps(config: ml_collections.ConfigDict) -> int:
+  """``num_train_steps`` when > 0, else ``(n_epochs + n_epochs_decay) * steps_per_epoch``."""
+  if int(config.num_train_steps) > 0:
+    return int(config.num_train_steps)
+  return (int(config.n_epochs) + int(config.n_epochs_decay)) * int(config.steps_per_epoch)
+
+
+def make_meta(config: ml_collections.ConfigDict, batch: Mapping[str, np.ndarray]) -> dict:
+  """The JSON stored with every checkpoint: the config and the shapes the state was built for."""
+  return {"config": config.to_dict(), "jaxgan_version": jaxgan.__version__,
+          "batch_shapes": {k: list(np.shape(batch[k])) for k in ("A", "B")},
+          "process_count": jax.process_count()}
+
+
+_COMPILED: dict = {}
+
+
+def _config_key(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), sort_keys=True)
+
+
+def init_state(model, config: ml_collections.ConfigDict, batch: Mapping[str, Any], seed: int) -> Any:
+  """``model.init`` on ``batch`` (jitted, compiled once per config), from ``PRNGKey(seed)``."""
+  key = ("init", model.__name__, _config_key(config))
+  if key not in _COMPILED:
+    _COMPILED[key] = jax.jit(lambda rng, b: model.init(rng, config, b))
+  return _COMPILED[key](jax.random.PRNGKey(seed), batch)
+
+
+def compiled_train_step(model, config: ml_collections.ConfigDict, mesh) -> Any:
+  """``parallel.jit_train_step`` for this model/config/mesh, built once per process (so a second
+  ``train_and_evaluate`` call in the same process, e.g. a resume, does not compile again)."""
+  key = ("step", model.train_step, _config_key(config), tuple(d.id for d in mesh.devices.flat))
+  if key not in _COMPILED:
+    _COMPILED[key] = parallel.jit_train_step(model.train_step, config, mesh)
+  return _COMPILED[key]
+
+
+def abstract_state_for(meta: Mapping[str, Any], sharding: Any) -> Any:
+  """ShapeDtypeStructs (with ``sharding``) of the state a checkpoint's meta describes (no compute)."""
+  config = ml_collections.ConfigDict(meta["config"])
+  model = model_module(config)
+  dummy = {k: np.zeros([1] + list(meta["batch_shapes"][k][1:]), np.float32) for k in ("A", "B")}
+  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), config, dummy))
+  return checkpoint.with_sharding(abstract, sharding)
+
+
+class StopSignal:
+  """SIGTERM/SIGINT set a flag the loop checks at each step boundary; a second SIGINT interrupts at once."""
+
+  def __init__(self) -> None:
+    self.requested: str | None = None
+    self._previous: dict = {}
+
+  def _handle(self, signum, frame):
+    name = signal.Signals(signum).name
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.requested = name
+    log.warning("%s received: saving a checkpoint at the next step boundary (Ctrl-C again to abort)", name)
+
+  def __enter__(self) -> "StopSignal":
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint.Checkpointer) -> dict[str, float]:
+  """Fetch pending per-step metrics, raise NonFiniteLossError at the first bad step, return the means."""
+  fetched = jax.device_get([m for _, m in history])
+  for (step, _), values in zip(history, fetched):
+    bad = {k: float(v) for k, v in values.items() if not math.isfinite(float(v))}
+    if bad:
+      ckpt.wait()
+      latest = ckpt.latest_step()
+      where = (f"the last good checkpoint is step {latest} in {ckpt.directory}" if latest is not None
+               else "no checkpoint was written")
+      raise NonFiniteLossError(
+          f"non-finite loss at step {step}: " + ", ".join(f"{k}={v}" for k, v in bad.items())
+          + f" (all: {', '.join(f'{k}={float(v):.4g}' for k, v in values.items())}); {where}. "
+          "Try a lower --config.lr, or check the data.")
+  return {k: float(np.mean([float(v[k]) for v in fetched])) for k in fetched[-1]}
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(dict(data), indent=1) + "\n")
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                       stop_at_step: int | None = None) -> TrainResult:
+  """Train (or resume) the run in ``workdir`` to ``total_steps(config)``, evaluating at the end.
+
+  ``stop_at_step`` ends this call early at that step as a preemption would
+  (checkpoint saved; the next call resumes). Returns a :class:`TrainResult`.
+  Raises NonFiniteLossError, checkpoint.ConfigMismatchError, data errors.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  workdir = Path(workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  ckpt = checkpoint.Checkpointer(workdir, keep=int(config.keep_checkpoints))
+  try:
+    ckpt.check_config(config.to_dict())   # refuse a mismatching workdir before building anything
+    run = _setup(config, workdir, ckpt)
+    try:
+      return _loop(run, config, workdir, ckpt, stop_at_step)
+    finally:
+      run.iterator.close()
+  finally:
+    ckpt.close()
+
+
+@dataclasses.dataclass
+class _Run:
+  model: Any
+  pipeline: Any
+  iterator: Any
+  mesh: Any
+  state: Any
+  start: int
+  first: dict            # the first batch: builds the state; also the first training batch of a fresh run
+  resumed: bool
+  meta: dict
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Checkpointer) -> _Run:
+  """Data pipeline, initial state, and the restore of the newest checkpoint when there is one."""
+  from jaxgan import data
+  model = model_module(config)
+  pipeline = data.create_pipeline(config, split="train", process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+  if int(config.steps_per_epoch) <= 0:
+    config.steps_per_epoch = int(pipeline.steps_per_epoch)
+  mesh = parallel.make_mesh()
+  iterator = pipeline.iterator()
+  first = _ab(next(iterator))
+  state = init_state(model, config, first, int(config.seed))
+  start, resumed = 0, bool(ckpt.steps())
+  if resumed:
+    abstract = checkpoint.with_sharding(jax.eval_shape(lambda: state), parallel.replicated_sharding(mesh))
+    start, state, _ = ckpt.restore_newest(config.to_dict(), lambda _meta: abstract, data_iterator=iterator,
+                                          quarantine=parallel.is_main_process())
+    log.info("resumed from %s at step %d", ckpt.step_path(start), start)
+  else:
+    state = parallel.replicate(state, mesh)
+  return _Run(model, pipeline, iterator, mesh, state, int(start), first, resumed, make_meta(config, first))
+
+
+def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Checkpointer,
+          stop_at_step: int | None) -> TrainResult:
+  from jaxgan import inference
+  main_process = parallel.is_main_process()
+  total = total_steps(config)
+  state, step = run.state, run.start
+  step_fn = compiled_train_step(run.model, config, run.mesh)
+  images_per_step = int(config.batch_size)
+  every = lambda key: int(config.get(key, 0) or 0)  # noqa: E731
+  due = lambda key: every(key) > 0 and step % every(key) == 0  # noqa: E731
+  progress = reporting.Progress(total, step, images_per_step, enabled=main_process)
+  reporter = reporting.Reporter(workdir, config, start_step=step, enabled=main_process)
+  samples = inference.sample_batch(config, run.first, rows=int(config.get("sample_rows", 4))) if main_process else None
+  history: list[tuple[int, dict]] = []
+  last_metrics, evaluation, preempted = {}, None, False
+  t_interval, s_interval = time.perf_counter(), step
+  progress.write(f"{config.model} on {config.dataset}: {run.pipeline.num_examples} training examples, "
+                 f"{config.steps_per_epoch} steps/epoch, {total} steps, batch {config.batch_size}, "
+                 f"{run.mesh.devices.size} device(s); " + (f"resuming at step {step}" if run.resumed
+                                                           else f"workdir {workdir}"))
+  pending_first = None if run.resumed else run.first
+  try:
+    with StopSignal() as stop:
+      while step < total:
+        batch = pending_first if pending_first is not None else _ab(next(run.iterator))
+        pending_first = None
+        state, metrics = step_fn(state, parallel.shard_batch(batch, run.mesh))
+        step += 1
+        history.append((step, metrics))
+        stopping = stop.requested is not None or step == stop_at_step
+        saving = stopping or step == total or due("checkpoint_every_steps")
+        if saving or step % max(every("log_every_steps"), 1) == 0:
+          last_metrics = _check_finite(history, ckpt)   # nothing non-finite is ever checkpointed
+          history.clear()
+          now = time.perf_counter()
+          rate = (step - s_interval) * images_per_step / max(now - t_interval, 1e-9)
+          t_interval, s_interval = now, step
+          reporter.scalars(step, {**last_metrics, "images_per_second": rate}, prefix="train/")
+          progress.update(step, last_metrics)
+        else:
+          progress.update(step)
+        if saving:
+          ckpt.save(step, state, meta=run.meta, data_iterator=run.iterator)
+          reporter.flush()
+        if main_process and (step == total or due("sample_every_steps")):
+          reporter.images(step, inference.visuals(run.model, config, state, samples), last_metrics)
+        if step == total or due("eval_every_steps"):
+          evaluation = _evaluate(config, state, workdir, reporter, step, progress)
+        if stopping and step < total:
+          preempted = True
+          progress.write(f"stopping at step {step} ({stop.requested or 'stop_at_step'}); checkpoint "
+                         f"{ckpt.step_path(step)}")
+          break
+    if run.start >= total:
+      progress.write(f"{workdir} is already trained to step {run.start} (of {total}); evaluating it")
+      evaluation = _evaluate(config, state, workdir, reporter, step, progress)
+  finally:
+    progress.close()
+    reporter.close()
+  return TrainResult(step=step, preempted=preempted, metrics=last_metrics, evaluation=evaluation, state=state)
+
+
+def _ab(batch: Mapping[str, Any]) -> dict:
+  return {"A": batch["A"], "B": batch["B"]}
+
+
+def _evaluate(config, state, workdir: Path, reporter, step: int, progress) -> dict | None:
+  """Run :func:`jaxgan.inference.evaluate` on the test split; log it and write WORKDIR/eval.json."""
+  from jaxgan import inference
+  from jaxgan.data.image_io import DataError
+  try:
+    results = inference.evaluate(config, state, split="test", max_batches=int(config.get("eval_batches", -1)),
+                                 eval_mode=bool(config.get("eval_mode", False)))
+  except (DataError, FileNotFoundError) as e:
+    progress.write(f"evaluation skipped: {e}")
+    return None
+  reporter.evaluation(step, results)
+  if parallel.is_main_process():
+    _write_json(workdir / "eval.json", results)
+    with open(workdir / "eval_history.jsonl", "a") as f:
+      f.write(json.dumps(results) + "\n")
+    progress.write("eval " + json.dumps(results))
+  return results
+
+
