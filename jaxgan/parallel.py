@@ -111,6 +111,22 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(put, tree)
 
 
+def local_copy(tree: Any) -> Any:
+  """This process's own copy of a replicated pytree, on one local device.
+
+  For inference during training (sample grids, evaluation): computations on it
+  involve no other device or process, so process 0 may run them alone.
+  """
+  def one(x):
+    if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
+      if not x.sharding.is_fully_replicated:
+        raise ValueError(f"local_copy: an array of shape {x.shape} is sharded, not replicated")
+      return x.addressable_data(0)
+    return x
+
+  return jax.tree.map(one, tree)
+
+
 def _without_axis_name(config: Any) -> Any:
   """A copy of ``config`` without ``axis_name`` (a jit step must not pmean over a pmap axis)."""
   if config.get("axis_name", None) is None:

@@ -259,7 +259,8 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
           ckpt.save(step, state, meta=run.meta, data_iterator=run.iterator)
           reporter.flush()
         if main_process and (step == total or due("sample_every_steps")):
-          reporter.images(step, inference.visuals(run.model, config, state, samples), last_metrics)
+          reporter.images(step, inference.visuals(run.model, config, parallel.local_copy(state), samples),
+                          last_metrics)
         if step == total or due("eval_every_steps"):
           evaluation = _evaluate(config, state, workdir, reporter, step, progress)
         if stopping and step < total:
@@ -285,7 +286,8 @@ def _evaluate(config, state, workdir: Path, reporter, step: int, progress) -> di
   from jaxgan import inference
   from jaxgan.data.image_io import DataError
   try:
-    results = inference.evaluate(config, state, split="test", max_batches=int(config.get("eval_batches", -1)),
+    results = inference.evaluate(config, parallel.local_copy(state), split="test",
+                                 max_batches=int(config.get("eval_batches", -1)),
                                  eval_mode=bool(config.get("eval_mode", False)))
   except (DataError, FileNotFoundError) as e:
     progress.write(f"evaluation skipped: {e}")
