@@ -8,11 +8,16 @@ Command (no download, no GPU needed):
 Recipe: the paper's CycleGAN (ResNet generators and PatchGANs with instance
 norm, LSGAN, cycle weights 10/10, identity 0.5, image pools, Adam 2e-4 /
 beta1 0.5) at 64x64 (72 -> random crop 64 + flip) with 6 residual blocks and
-narrower networks, batch 1, RESULT_STEPS steps (constant lr for the first half,
+narrower networks (ngf = ndf = 16), batch 1, 1,500 steps (constant lr for the first half,
 then linear decay). The demo test split is aligned (each winter image is the
 same scene as its summer image), so evaluate can score the translation.
 
-Result: RESULT
+Result (2026-11-25, 2-core x86-64 CPU, jax 0.10.2, the command above; 3 min 28 s
+wall for the whole run including compile and three evaluations), `jaxgan evaluate`
+on the 50 aligned test scenes, metrics on [0, 1] images:
+  summer->winter (AtoB): L1 0.096, PSNR 15.5 dB, SSIM 0.334
+  winter->summer (BtoA): L1 0.092, PSNR 17.5 dB, SSIM 0.309
+  copying the input:     L1 0.343, PSNR  7.4 dB, SSIM 0.315
 """
 from jaxgan.config import get_cyclegan_base_config
 

@@ -16,7 +16,7 @@ metrics and BatchNorm moments over the pmap axis, so parameters stay identical
 and equal to the one-device run on the same global batch. Differences from the
 default, by design: each device draws its own dropout / pool / penalty
 randomness (``fold_in(rng, device index)``), and each device keeps its *own*
-image pool of ``pool_size`` of its own fakes (see docs/scaling.md).
+image pool of ``pool_size`` of its own fakes (README, "Many devices and hosts").
 
 Multi-host: :func:`initialize_distributed` joins the job (explicit flags or
 cluster auto-detection), :func:`is_main_process` gates logs and files.
