@@ -10,8 +10,8 @@ conditioned on the input, vanilla GAN + 100 x L1, Adam 2e-4 / beta1 0.5) at
 64x64 (72 -> random crop 64 + flip) with narrower networks (ngf = ndf = 32),
 batch 4, 1,500 steps (constant lr for the first half, then linear decay).
 
-Result (2026-11-25, 2-core x86-64 CPU, jax 0.10.2, the command above; 7 min 22 s
-wall while another test job shared the cores, 12-15 images/s), `jaxgan evaluate`
+Result: measured 2026-11-25 on a 2-core x86-64 CPU, jax 0.10.2, the command above; 7 min 22 s
+wall while another test job shared the cores, 12-15 images/s); `jaxgan evaluate`
 on the 50 test pairs, metrics on [0, 1] images:
   labels->facade: L1 0.168, PSNR 12.6 dB, SSIM 0.356
   copying the input: L1 0.390, PSNR 6.8 dB, SSIM 0.058
