@@ -154,10 +154,7 @@ class Checkpointer:
     meta = self.read_meta(step)
     diffs = config_differences(meta["config"], current_config)
     if diffs:
-      raise ConfigMismatchError(
-          f"the checkpoint in {self.step_path(step)} was trained with a different configuration:\n  "
-          + "\n  ".join(diffs)
-          + "\nuse the checkpoint's values, or a new --workdir to start a new run")
+      raise self._mismatch(step, diffs)
     try:
       saved_tree = self._manager.item_metadata(step)["state"]
       saved_tree = getattr(saved_tree, "tree", saved_tree)
@@ -180,11 +177,13 @@ class Checkpointer:
         continue
       diffs = config_differences(meta["config"], current_config)
       if diffs:
-        raise ConfigMismatchError(
-            f"the checkpoint in {self.step_path(step)} was trained with a different configuration:\n  "
-            + "\n  ".join(diffs)
-            + "\nuse the checkpoint's values, or a new --workdir to start a new run")
+        raise self._mismatch(step, diffs)
       return
+
+  def _mismatch(self, step: int, diffs: list[str]) -> ConfigMismatchError:
+    return ConfigMismatchError(
+        f"the checkpoint in {self.step_path(step)} was trained with a different configuration:\n  "
+        + "\n  ".join(diffs) + "\nuse the checkpoint's values, or a new --workdir to start a new run")
 
   # ------------------------------------------------------------------ save
 
