@@ -105,11 +105,10 @@ def _grad_diff(state, ref_state, names: set[str]) -> float:
 
   After one step Adam's first moment is ``(1 - beta1) * grad``, so it holds the gradients.
   """
-  import jax
   worst = 0.0
   for which in ("G", "D"):
-    mu = dict(_split(state.opt_state[which][0].mu, set())[0])
-    ref_mu = dict(_split(ref_state.opt_state[which][0].mu, set())[0])
+    mu, _ = _split(state.opt_state[which][0].mu, set())
+    ref_mu, _ = _split(ref_state.opt_state[which][0].mu, set())
     for key, ref in ref_mu.items():
       if key in names:
         continue
