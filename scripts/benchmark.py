@@ -14,8 +14,12 @@ JAX's persistent compilation cache after ``jax.clear_caches()``, as a second
 process start would), XLA's FLOP count of the compiled step and the achieved
 FLOP/s, XLA's buffer sizes and the process's peak RSS. ``--compare torch`` builds
 the same networks and iteration from ``tests/torch_reference.py`` with the same
-thread count and times the two *interleaved* (JAX step, torch step, JAX step,
-...), so both see the same machine load; PyTorch's FLOPs come from
+thread count, in its own process, and times the two in alternating rounds
+(``--rounds`` of: one settling step, then ``--steps`` timed steps of JAX; the
+same for PyTorch), so both see the same machine drift while neither has the
+other's working set evicting its own within a round (on the shared 2-core
+machine, the first JAX CycleGAN step right after a PyTorch step ran up to 20%
+slower). PyTorch's FLOPs come from
 ``torch.utils.flop_counter``. ``--peak`` times a large float32 matmul in both
 frameworks (the machine's practical peak). ``--plain`` disables the fast layer
 formulations of ``jaxgan.models.fast_ops`` (to measure what they buy).
@@ -123,6 +127,12 @@ def _op_cases(filter_: str) -> list[dict]:
            v=strided(2, 1), torch=("conv", 2, 1)),
       dict(name="unet_down_conv4x4s2_256to512@32", x=(1, 32, 32, 256), w=(4, 4, 256, 512),
            v=strided(2, 1), torch=("conv", 2, 1)),
+      *[dict(name=f"unet_down_conv4x4s2_512to512@{h}", x=(1, h, h, 512), w=(4, 4, 512, 512),
+             v=strided(2, 1), torch=("conv", 2, 1)) for h in (16, 8, 4, 2)],
+      dict(name="unet_up_convT4x4s2_512to512@1", x=(1, 1, 1, 512), w=(4, 4, 512, 512),
+           v=ct(4, 1, 0), torch=("convT", 2, 1, 0)),
+      *[dict(name=f"unet_up_convT4x4s2_1024to512@{h}", x=(1, h, h, 1024), w=(4, 4, 1024, 512),
+             v=ct(4, 1, 0), torch=("convT", 2, 1, 0)) for h in (2, 4, 8)],
       dict(name="unet_up_convT4x4s2_256to64@64", x=(1, 64, 64, 256), w=(4, 4, 256, 64),
            v=ct(4, 1, 0), torch=("convT", 2, 1, 0)),
       dict(name="unet_up_convT4x4s2_1024to256@16", x=(1, 16, 16, 1024), w=(4, 4, 1024, 256),
@@ -405,18 +415,25 @@ def run_step(args) -> dict:
   for _ in range(args.warmup):
     jax_step()
   out["rss_after_jax_mb"] = round(_rss_mb(), 1)
-  torch_step = None
+  torch_step, worker = None, None
+  rounds = args.rounds or (2 if args.compare else 1)
   if args.compare == "torch":
-    torch_step, out["torch_flops_per_step"] = build_torch_step(args)
-    for _ in range(max(args.warmup - 1, 0)):
-      torch_step()
+    # PyTorch runs in its own process: in this one its OpenMP threads would spin
+    # against JAX's thread pool and slow both down.
+    worker = TorchWorker(args.threads)
+    out["torch_flops_per_step"] = worker.call("step", vars(args))
+    torch_step = lambda: worker.call("run", "step")  # noqa: E731
   if args.profile:
     _profile(compiled, holder, batch, args.profile)
   times, times_t = [], []
-  for _ in range(args.steps):
-    times.append(_timed(jax_step))
+  for r in range(rounds):
+    if r:
+      jax_step()                     # settle after the other framework's round
+    times += [_timed(jax_step) for _ in range(args.steps)]
     if torch_step is not None:
-      times_t.append(_timed(torch_step))
+      for _ in range(max(args.warmup, 1) if r == 0 else 1):
+        torch_step()
+      times_t += [torch_step() for _ in range(args.steps)]
   med, best = statistics.median(times), min(times)
   out.update(step_s=round(med, 4), step_best_s=round(best, 4), img_per_s=round(args.batch / med, 4),
              img_per_s_best=round(args.batch / best, 4),
@@ -429,6 +446,8 @@ def run_step(args) -> dict:
                torch_achieved_gflops=round(out["torch_flops_per_step"] / med_t / 1e9, 1),
                # the same work (PyTorch's FLOP count) at JAX's speed
                jax_model_gflops=round(out["torch_flops_per_step"] / med / 1e9, 1))
+  if worker is not None:
+    worker.close()
   if args.peak:
     out.update(measure_peak(torch_too=args.compare == "torch"))
     peak = out["peak_gflops"]
@@ -508,9 +527,16 @@ def _profile(compiled, holder, batch, top: int) -> None:
           agg[ev.name] += ev.duration_ns / 2e6
   shutil.rmtree(d, ignore_errors=True)
   desc = _hlo_index(compiled.as_text())
-  print(f"# profile: op time per step {sum(agg.values()):.0f} ms (ops may overlap); top {top}:")
-  for name, ms in agg.most_common(top):
-    print(f"# {ms:8.1f} ms  {name:28s} {desc.get(name, '')[:200]}")
+  groups: collections.Counter = collections.Counter()
+  counts: collections.Counter = collections.Counter()
+  for name, ms in agg.items():
+    key = desc.get(name) or name.rstrip("0123456789.")
+    groups[key] += ms
+    counts[key] += 1
+  print(f"# profile: op time per step {sum(agg.values()):.0f} ms (ops may overlap); "
+        f"top {top} groups of ops with the same shape and kind:")
+  for key, ms in groups.most_common(top):
+    print(f"# {ms:8.1f} ms  x{counts[key]:<3d} {key[:200]}")
 
 
 # ============================================================================ main
@@ -526,6 +552,8 @@ def parse_args(argv: Sequence[str] | None):
   p.add_argument("--ngf", type=int, default=None, help="override ngf and ndf (default 64)")
   p.add_argument("--steps", type=int, default=5, help="timed steps (0: compile only, report memory and FLOPs)")
   p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--rounds", type=int, default=0,
+                 help="rounds of --steps timed steps per framework (default 2 with --compare, else 1)")
   p.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads (JAX uses every core)")
   p.add_argument("--compare", choices=("torch",), default=None)
   p.add_argument("--peak", action="store_true", help="also measure the matmul peak")

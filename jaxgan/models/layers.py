@@ -15,14 +15,24 @@ without touching the networks or the parameter tree:
 
 Computation runs in ``dtype`` (e.g. bfloat16); parameters are always float32
 and normalisation statistics are always computed in float32.
+
+Fast formulations: the convolutions, reflection padding and instance norm use
+the equal-math forms of :mod:`jaxgan.models.fast_ops` (same parameters, same
+values and gradients up to float rounding) where they pay off -- by default on
+the CPU backend, where XLA's plain forms hit slow paths. ``set_fast_ops`` /
+``fast_ops`` override that; the choice is read when a step is traced, so set it
+before ``jax.jit`` compiles the step.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from jaxgan.models import fast_ops as F
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -30,7 +40,39 @@ Initializer = Callable[..., jax.Array]
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 NORMS = ("batch", "instance", "none")
 
-_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+# ----------------------------------------------------------------------------- fast-ops switch
+
+_FAST_OPS: bool | None = None     # None: automatic (on for the CPU backend)
+
+
+def set_fast_ops(enabled: bool | None) -> None:
+  """Use the ``fast_ops`` formulations (True), the plain XLA forms (False) or pick by backend (None)."""
+  global _FAST_OPS
+  if enabled is not None and not isinstance(enabled, bool):
+    raise TypeError(f"set_fast_ops: enabled must be True, False or None, got {enabled!r}")
+  _FAST_OPS = enabled
+
+
+def fast_ops_enabled() -> bool:
+  """Whether layers traced now use ``fast_ops``: the explicit setting, else on for the CPU backend.
+
+  The formulations target XLA:CPU's slow paths (see ``fast_ops``); on GPU/TPU
+  the plain forms map onto the vendor convolution libraries directly.
+  """
+  return jax.default_backend() == "cpu" if _FAST_OPS is None else _FAST_OPS
+
+
+@contextlib.contextmanager
+def fast_ops(enabled: bool | None) -> Iterator[None]:
+  """Context manager form of :func:`set_fast_ops` (restores the previous setting)."""
+  previous = _FAST_OPS
+  set_fast_ops(enabled)
+  try:
+    yield
+  finally:
+    set_fast_ops(previous)
 
 
 # ----------------------------------------------------------------------------- init
@@ -104,9 +146,13 @@ class Conv2d(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     k, p = self.kernel_size, self.padding
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
-        ((p, p), (p, p)), dimension_numbers=_DIMS)
+    xc, kc = x.astype(self.dtype), kernel.astype(self.dtype)
+    if not fast_ops_enabled():
+      y = F.conv2d(xc, kc, self.stride, p)
+    elif self.stride == 1 and p == 0:
+      y = F.conv2d_valid(xc, kc)
+    else:
+      y = F.conv2d_strided(xc, kc, self.stride, p)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
       y = y + bias.astype(self.dtype)
@@ -143,11 +189,8 @@ class ConvTranspose2d(nn.Module):
       raise ValueError(f"ConvTranspose2d: need 0 <= padding <= k-1 and 0 <= output_padding < stride, "
                        f"got k={k}, stride={s}, padding={p}, output_padding={op}")
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
-    flipped = kernel[::-1, ::-1].astype(self.dtype)
-    lo, hi = k - 1 - p, k - 1 - p + op
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), flipped, (1, 1), ((lo, hi), (lo, hi)), lhs_dilation=(s, s),
-        dimension_numbers=_DIMS)
+    transpose = F.conv_transpose if fast_ops_enabled() else F.conv_transpose_plain
+    y = transpose(x.astype(self.dtype), kernel.astype(self.dtype), s, p, op)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
       y = y + bias.astype(self.dtype)
@@ -158,7 +201,7 @@ def reflection_pad(x: jax.Array, pad: int) -> jax.Array:
   """torch ``ReflectionPad2d(pad)`` on NHWC (edge not repeated); needs ``pad < H, W``."""
   if pad >= x.shape[1] or pad >= x.shape[2]:
     raise ValueError(f"reflection padding {pad} needs H and W > {pad}, got shape {tuple(x.shape)}")
-  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+  return F.reflection_pad(x, pad) if fast_ops_enabled() else F.reflection_pad_plain(x, pad)
 
 
 # ----------------------------------------------------------------------------- norms
@@ -227,10 +270,8 @@ class InstanceNorm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     del train
-    xf = x.astype(jnp.float32)
-    mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
-    var = jnp.mean(jnp.square(xf - mean), axis=(1, 2), keepdims=True)
-    return ((xf - mean) * jax.lax.rsqrt(var + self.epsilon)).astype(self.dtype)
+    norm = F.instance_norm if fast_ops_enabled() else F.instance_norm_plain
+    return norm(x, self.epsilon).astype(self.dtype)
 
 
 class Identity(nn.Module):
