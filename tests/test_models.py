@@ -442,3 +442,59 @@ def test_bfloat16_close_to_float32_params_float32(kind):
   err = jnp.abs(y16 - y32)
   assert float(jnp.max(err)) < 0.1 * scale + 0.02 and float(jnp.mean(err)) < 0.02 * scale + 0.005
   assert float(jnp.max(err)) > 0                                  # really computed in bfloat16
+
+
+# ----------------------------------------------------------------------------- fast_ops switch
+
+def test_fast_ops_switch_default_and_context():
+  # Automatic by backend (on for CPU), explicit settings win, the context restores.
+  assert layers.fast_ops_enabled() == (jax.default_backend() == "cpu")
+  with layers.fast_ops(False):
+    assert not layers.fast_ops_enabled()
+    with layers.fast_ops(True):
+      assert layers.fast_ops_enabled()
+    assert not layers.fast_ops_enabled()
+  assert layers.fast_ops_enabled() == (jax.default_backend() == "cpu")
+  with pytest.raises(TypeError, match="enabled"):
+    layers.set_fast_ops("yes")
+
+
+@pytest.mark.parametrize("kind,norm,size", [
+    ("resnet_2blocks", "instance", 16),   # reflection pads, 7x7 stem/head, stride-2 and transposed 3x3
+    ("unet_32", "batch", 32),             # 4x4 stride-2 convs and transposed convs down to 1x1
+    ("basic", "batch", 32),               # PatchGAN: strided and stride-1 padded 4x4 convs, 512 -> 1
+    ("pixel", "none", 16),                # 1x1 convs
+])
+def test_fast_and_plain_layers_give_the_same_network(kind, norm, size):
+  """The plain forms (used on GPU/TPU) and fast_ops (CPU) are the same network: outputs,
+  BatchNorm statistics and gradients of every parameter and of the input agree."""
+  if kind in ("basic", "pixel"):
+    module = models.define_D(3, 16, kind, norm=norm)
+  else:
+    module = models.define_G(3, 3, 16, kind, norm=norm)
+  x = rand((2, size, size, 3), seed=3)
+  v = np_init(module, x, seed=4)
+
+  def loss(params, x):
+    y, stats = run(module, {**v, "params": params}, x, train=True)
+    return jnp.sum(jnp.sin(3.0 * y)), (y, stats)
+
+  results = {}
+  for fast in (True, False):
+    with layers.fast_ops(fast):
+      grad = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
+      results[fast] = grad(v["params"], x)
+  (gp_f, gx_f), (y_f, s_f) = results[True]
+  (gp_p, gx_p), (y_p, s_p) = results[False]
+  np.testing.assert_allclose(y_f, y_p, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(gx_f, gx_p, rtol=1e-4, atol=1e-5)
+  for name, (a, b) in {k: (flat(s_f)[k], flat(s_p)[k]) for k in flat(s_p)}.items():
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+  gf, gp = flat(gp_f), flat(gp_p)
+  assert gf.keys() == gp.keys()
+  # One scale for the whole tree: conv biases in front of instance norm have a true
+  # gradient of zero, so their per-leaf values are rounding noise of either form.
+  scale = max(float(jnp.max(jnp.abs(g))) for g in gp.values())
+  assert scale > 0
+  for name in gp:
+    np.testing.assert_allclose(gf[name] / scale, gp[name] / scale, rtol=0, atol=1e-5, err_msg=name)

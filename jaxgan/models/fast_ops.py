@@ -29,7 +29,10 @@ a canonical, padded, stride-1 (or plainly strided) convolution:
   output channels (the 7x7 head).
 * :func:`conv2d_strided` -- strided conv: input gradient is the transposed conv
   below; kernel gradient decomposed over the ``stride**2`` input phases into
-  stride-1 kernel gradients (exact FLOPs, no dilated window).
+  stride-1 kernel gradients (exact FLOPs, no dilated window), interleaved back
+  with a reshape. Kernel gradients of at most 4 taps (1x1, and the 2x2 / 2x1
+  phase kernels) are one matmul per tap: XLA:CPU lowers them to a generic
+  convolution ~100x slower.
 * :func:`conv_transpose` -- torch ``ConvTranspose2d`` as ``stride**2`` output
   phases, each a stride-1 conv with the taps of that phase, interleaved (exact
   FLOPs, no zero-stuffing); input gradient = the strided conv it is the adjoint
