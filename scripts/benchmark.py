@@ -427,8 +427,8 @@ def run_step(args) -> dict:
     _profile(compiled, holder, batch, args.profile)
   times, times_t = [], []
   for r in range(rounds):
-    if r:
-      jax_step()                     # settle after the other framework's round
+    if torch_step is not None:
+      jax_step()                     # settle after the other framework ran (round 0: its build)
     times += [_timed(jax_step) for _ in range(args.steps)]
     if torch_step is not None:
       for _ in range(max(args.warmup, 1) if r == 0 else 1):
