@@ -13,7 +13,7 @@ then linear decay). The demo test split is aligned (each winter image is the
 same scene as its summer image), so evaluate can score the translation.
 
 Result: measured 2026-11-25 on a 2-core x86-64 CPU, jax 0.10.2, the command above; 3 min 00 s
-wall for the whole run including compile and three evaluations); `jaxgan evaluate`
+wall for the whole run including compile and three evaluations; `jaxgan evaluate`
 on the 50 aligned test scenes, metrics on [0, 1] images:
   summer->winter (AtoB): L1 0.093, PSNR 15.8 dB, SSIM 0.322
   winter->summer (BtoA): L1 0.088, PSNR 17.8 dB, SSIM 0.329
