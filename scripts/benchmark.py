@@ -313,18 +313,7 @@ def _batch(config, n: int, seed: int = 0) -> dict:
 
 def _set_fast_ops(enabled: bool) -> None:
   from jaxgan.models import layers
-  setter = getattr(layers, "set_fast_ops", None)
-  if setter is None:
-    if not enabled:
-      raise SystemExit("--plain: this version of jaxgan.models.layers has no set_fast_ops switch")
-    return
-  setter(enabled)
-
-
-def _fast_ops_enabled(args) -> bool:
-  """Whether the step uses fast_ops: only when the layers have the switch and --plain is not given."""
-  from jaxgan.models import layers
-  return hasattr(layers, "set_fast_ops") and not args.plain
+  layers.set_fast_ops(enabled)
 
 
 def build_jax_step(args, config):
@@ -398,7 +387,7 @@ def run_step(args) -> dict:
   _set_fast_ops(not args.plain)
   compiled, state, batch, stats = build_jax_step(args, config)
   out = {"model": args.model, "size": args.size, "batch": args.batch, "dtype": args.dtype,
-         "devices": len(jax.devices()), "threads": args.threads, "fast_ops": _fast_ops_enabled(args),
+         "devices": len(jax.devices()), "threads": args.threads, "fast_ops": not args.plain,
          "remat": bool(config.remat), "netG": config.netG}
   out.update(stats)
 
