@@ -101,11 +101,13 @@ def _op_cases(filter_: str) -> list[dict]:
 
   def ct(k, p, op):
     return {"plain": lambda x, w: F.conv_transpose_plain(x, w, 2, p, op),
-            "fast": lambda x, w: F.conv_transpose(x, w, 2, p, op),
+            "fast": lambda x, w: F.conv_transpose_fast(x, w, 2, p, op),
+            "phases": lambda x, w: F.conv_transpose(x, w, 2, p, op),
             "subpixel": lambda x, w: F.conv_transpose_subpixel(x, w, 2, p, op)}
 
   def strided(s, p):
-    return {"plain": lambda x, w: F.conv2d(x, w, s, p), "fast": lambda x, w: F.conv2d_strided(x, w, s, p)}
+    return {"plain": lambda x, w: F.conv2d(x, w, s, p), "fast": lambda x, w: F.conv2d_fast(x, w, s, p),
+            "phases": lambda x, w: F.conv2d_strided(x, w, s, p)}
 
   # name, x shape, kernel shape, variants, torch spec
   cases = [

@@ -7,7 +7,6 @@ Values and the vjp (random cotangent) w.r.t. the input and the kernel are compar
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -142,11 +141,13 @@ STRIDED_CASES = [((2, 16, 16, 3), 3, 8, 2, 1), ((1, 17, 12, 8), 3, 16, 2, 1), ((
                  ((1, 16, 12, 20), 4, 1, 1, 1), ((1, 11, 9, 8), 3, 8, 1, 0), ((1, 17, 13, 5), 5, 6, 3, 2)]
 
 
+@pytest.mark.parametrize("fn", ["conv2d_strided", "conv2d_patches"])
 @pytest.mark.parametrize("shape,k,cout,s,p", STRIDED_CASES)
-def test_conv2d_strided(shape, k, cout, s, p):
+def test_conv2d_strided(fn, shape, k, cout, s, p):
   x, w = _rand(7, *shape), _rand(8, k, k, shape[3], cout) / k
-  check_same_map(lambda x, w: F.conv2d_strided(x, w, s, p), lambda x, w: ref_conv(x, w, s, p), (x, w),
-                 f"conv2d_strided{shape} k{k}->{cout} s{s} p{p}")
+  fast = getattr(F, fn)
+  check_same_map(lambda x, w: fast(x, w, s, p), lambda x, w: ref_conv(x, w, s, p), (x, w),
+                 f"{fn}{shape} k{k}->{cout} s{s} p{p}")
 
 
 # (input shape, kernel size, out channels, stride, padding, output_padding)
@@ -159,13 +160,43 @@ TRANSPOSE_CASES = [((2, 8, 8, 8), 3, 3, 2, 1, 1),     # ResNet upsampling (k3 s2
                    ((1, 4, 5, 3), 2, 4, 3, 0, 2)]     # stride > kernel: phases without taps
 
 
-@pytest.mark.parametrize("fn", ["conv_transpose", "conv_transpose_subpixel"])
+@pytest.mark.parametrize("fn", ["conv_transpose", "conv_transpose_subpixel", "conv_transpose_patches"])
 @pytest.mark.parametrize("shape,k,cout,s,p,op", TRANSPOSE_CASES)
 def test_conv_transpose(fn, shape, k, cout, s, p, op):
   x, w = _rand(9, *shape), _rand(10, k, k, shape[3], cout) / k
   fast = getattr(F, fn)
   check_same_map(lambda x, w: fast(x, w, s, p, op), lambda x, w: ref_conv_transpose(x, w, s, p, op), (x, w),
                  f"{fn}{shape} k{k}->{cout} s{s} p{p} op{op}")
+
+
+def _ops(fn, *args):
+  """Which of conv / matmul ``fn``'s forward uses (custom-vjp bodies included: read from the printed jaxpr)."""
+  text = str(jax.make_jaxpr(fn)(*args))
+  return {p for p in ("conv_general_dilated", "dot_general") if p in text}
+
+
+@pytest.mark.parametrize("shape,cout,s,p", [((1, 4, 4, 24), 20, 2, 1),      # 2x2 out: patches
+                                            ((2, 2, 3, 20), 24, 1, 1),      # 12 out pixels, stride 1
+                                            ((1, 64, 64, 20), 24, 2, 1)])   # 1024 out pixels: phases
+def test_conv2d_fast_picks_the_form_by_pixels(shape, cout, s, p):
+  """Few output pixels: the kernel-as-matmul form (no conv op); many: the conv forms. Same map either way."""
+  x, w = _rand(11, *shape), _rand(12, 4, 4, shape[3], cout) / 4
+  out_pixels = shape[0] * ((shape[1] + 2 * p - 4) // s + 1) * ((shape[2] + 2 * p - 4) // s + 1)
+  ops = _ops(lambda x, w: F.conv2d_fast(x, w, s, p), x, w)
+  patches = out_pixels <= F.PATCH_MAX_OUT_PIXELS
+  assert ops == ({"dot_general"} if patches else {"conv_general_dilated"}), ops
+  check_same_map(lambda x, w: F.conv2d_fast(x, w, s, p), lambda x, w: ref_conv(x, w, s, p), (x, w),
+                 f"conv2d_fast{shape} s{s} p{p}")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 24), (16, 2, 2, 20), (1, 16, 16, 20)])
+def test_conv_transpose_fast_picks_the_form_by_pixels(shape):
+  x, w = _rand(13, *shape), _rand(14, 4, 4, shape[3], 24) / 4
+  ops = _ops(lambda x, w: F.conv_transpose_fast(x, w, 2, 1), x, w)
+  patches = shape[0] * shape[1] * shape[2] <= F.PATCH_MAX_IN_PIXELS
+  assert ops == ({"dot_general"} if patches else {"conv_general_dilated"}), ops
+  check_same_map(lambda x, w: F.conv_transpose_fast(x, w, 2, 1, 0), lambda x, w: ref_conv_transpose(x, w, 2, 1, 0),
+                 (x, w), f"conv_transpose_fast{shape}")
 
 
 @pytest.mark.parametrize("shape,pad", [((2, 16, 16, 3), 1), ((1, 17, 12, 5), 3), ((1, 4, 6, 2), 3)])

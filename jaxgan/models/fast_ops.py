@@ -40,6 +40,12 @@ a canonical, padded, stride-1 (or plainly strided) convolution:
   input and cotangent swapped. :func:`conv_transpose_subpixel` (one stride-1
   conv to ``s*s*out`` channels + depth-to-space, structural zeros included) is
   the measured alternative.
+* :func:`conv2d_patches`, :func:`conv_transpose_patches` -- for convs with few
+  pixels (the inner U-Net levels: 4-8 M weights on 1x1..16x16 images), which
+  are bound by reading the kernel: one matmul with the kernel in its stored
+  layout (patches @ kernel; a batched matmul over the taps, then shifted adds
+  for the transposed conv), so no pass of the step copies or cuts the kernel.
+  :func:`conv2d_fast` / :func:`conv_transpose_fast` pick the form by pixel count.
 * :func:`reflection_pad` -- torch ``ReflectionPad2d`` from slices and reversals
   (its transpose is slices and adds, not a scatter).
 * :func:`instance_norm` -- torch ``InstanceNorm2d`` with a closed-form backward.
@@ -330,6 +336,97 @@ def _conv_transpose_bwd(stride, padding, output_padding, res, g):
 
 
 conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+# ----------------------------------------------------------------------------- few-pixel (weight-bound) convs
+
+# Below these sizes (pixels x batch) the convs are bound by reading their kernel,
+# not by arithmetic, and the patch forms below -- which use the kernel in its
+# stored layout -- beat the phase forms above, which cut it into phase kernels
+# (measured on 2 x86 cores, fwd + both grads, 4x4 s2 U-Net layers: 512->512 at
+# 4x4 -> 2x2 10.4 -> 1.6 ms; 1024->512 transposed at 8x8 59.6 -> 32.7 ms; the
+# patch forms lose from ~1024 output pixels / ~256 input pixels on).
+PATCH_MAX_OUT_PIXELS = 256      # conv2d_patches: N * H_out * W_out
+PATCH_MAX_IN_PIXELS = 128       # conv_transpose_patches: N * H_in * W_in
+
+
+def _patches(x: jax.Array, k: int, stride: int, padding: int, out_h: int, out_w: int) -> jax.Array:
+  """``[N, out_h, out_w, k*k, C]``: tap ``(ky, kx)`` of output ``(i, j)`` is ``xpad[s*i + ky, s*j + kx]``."""
+  s, (h, w) = stride, x.shape[1:3]
+  need_h, need_w = s * (out_h - 1) + k, s * (out_w - 1) + k
+  xp = jnp.pad(x, ((0, 0), (padding, max(need_h - h - padding, 0)), (padding, max(need_w - w - padding, 0)),
+                   (0, 0)))
+  taps = [xp[:, ky:ky + s * (out_h - 1) + 1:s, kx:kx + s * (out_w - 1) + 1:s] for ky in range(k) for kx in range(k)]
+  return jnp.stack(taps, axis=3)
+
+
+def conv2d_patches(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+  """``conv2d(x, kernel, stride, padding)`` as one matmul of the patches with the kernel read as a
+  ``(k*k*I, O)`` matrix -- its stored HWIO layout, so neither the forward nor the (autodiff)
+  gradients copy or rearrange the kernel. For convs with few output pixels (module constants)."""
+  k, _, cin, cout = kernel.shape
+  n, h, w, _ = x.shape
+  out_h, out_w = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+  cols = _patches(x, k, stride, padding, out_h, out_w).reshape(n * out_h * out_w, k * k * cin)
+  return (cols @ kernel.reshape(k * k * cin, cout)).reshape(n, out_h, out_w, cout)
+
+
+def conv_transpose_patches(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
+                           output_padding: int = 0) -> jax.Array:
+  """torch ``ConvTranspose2d`` as matmul-then-scatter ("col2im"), for inputs with few pixels.
+
+  ``z[t] = x @ kernel[t]`` for each of the ``k*k`` taps is one batched matmul over
+  the kernel read as ``(k*k, I, O)`` (its stored layout; ``x`` is broadcast over
+  the taps, which is small when ``x`` has few pixels). Tap ``(ty, tx)`` of input
+  ``(i, j)`` lands on ``(s*i + ty - p, s*j + tx - p)``: with ``t = s*a + r`` that is
+  output phase ``r``, cell ``i + a``, so each phase is a sum of shifted (zero-padded)
+  ``z`` slices and the phases interleave by a reshape -- adds and pads, no scatter.
+  """
+  k, _, cin, cout = kernel.shape
+  _check_transpose_args(k, stride, padding, output_padding)
+  n, h, w, _ = x.shape
+  s, t = stride, -(-k // stride)                       # taps per phase and axis, rounded up
+  pix = n * h * w
+  xb = jnp.broadcast_to(x.reshape(1, pix, cin), (k * k, pix, cin))
+  z = jax.lax.dot_general(xb, kernel.reshape(k * k, cin, cout), (((2,), (1,)), ((0,), (0,))))
+  z = z.reshape(k, k, n, h, w, cout)
+  cell_h, cell_w = h + t - 1, w + t - 1
+  rows = []
+  for ry in range(s):
+    cols = []
+    for rx in range(s):
+      acc = jnp.zeros((n, cell_h, cell_w, cout), z.dtype)
+      for ay in range(t):
+        for ax in range(t):
+          if s * ay + ry < k and s * ax + rx < k:
+            acc = acc + jnp.pad(z[s * ay + ry, s * ax + rx], ((0, 0), (ay, t - 1 - ay), (ax, t - 1 - ax), (0, 0)))
+      cols.append(acc)
+    rows.append(jnp.stack(cols, axis=3))                # [N, cell_h, cell_w, s(rx), O]
+  y = jnp.stack(rows, axis=2).reshape(n, cell_h * s, cell_w * s, cout)
+  out_h = conv_transpose_output_size(h, k, s, padding, output_padding)
+  out_w = conv_transpose_output_size(w, k, s, padding, output_padding)
+  y = jnp.pad(y, ((0, 0), (0, max(padding + out_h - y.shape[1], 0)), (0, max(padding + out_w - y.shape[2], 0)),
+                  (0, 0)))
+  return y[:, padding:padding + out_h, padding:padding + out_w]
+
+
+def conv2d_fast(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
+  """``conv2d(x, kernel, stride, padding)`` in the fastest of the equal forms for its shape."""
+  k = kernel.shape[0]
+  out_pixels = x.shape[0] * ((x.shape[1] + 2 * padding - k) // stride + 1) * ((x.shape[2] + 2 * padding - k) // stride + 1)
+  if out_pixels <= PATCH_MAX_OUT_PIXELS:
+    return conv2d_patches(x, kernel, stride, padding)
+  if stride == 1 and padding == 0:
+    return conv2d_valid(x, kernel)
+  return conv2d_strided(x, kernel, stride, padding)
+
+
+def conv_transpose_fast(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
+                        output_padding: int = 0) -> jax.Array:
+  """torch ``ConvTranspose2d`` in the fastest of the equal forms for its shape."""
+  if x.shape[0] * x.shape[1] * x.shape[2] <= PATCH_MAX_IN_PIXELS:
+    return conv_transpose_patches(x, kernel, stride, padding, output_padding)
+  return conv_transpose(x, kernel, stride, padding, output_padding)
 
 
 def subpixel_kernel(kernel: jax.Array, stride: int, padding: int) -> jax.Array:

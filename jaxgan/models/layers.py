@@ -147,12 +147,8 @@ class Conv2d(nn.Module):
     k, p = self.kernel_size, self.padding
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
     xc, kc = x.astype(self.dtype), kernel.astype(self.dtype)
-    if not fast_ops_enabled():
-      y = F.conv2d(xc, kc, self.stride, p)
-    elif self.stride == 1 and p == 0:
-      y = F.conv2d_valid(xc, kc)
-    else:
-      y = F.conv2d_strided(xc, kc, self.stride, p)
+    conv = F.conv2d_fast if fast_ops_enabled() else F.conv2d
+    y = conv(xc, kc, self.stride, p)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
       y = y + bias.astype(self.dtype)
@@ -189,7 +185,7 @@ class ConvTranspose2d(nn.Module):
       raise ValueError(f"ConvTranspose2d: need 0 <= padding <= k-1 and 0 <= output_padding < stride, "
                        f"got k={k}, stride={s}, padding={p}, output_padding={op}")
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
-    transpose = F.conv_transpose if fast_ops_enabled() else F.conv_transpose_plain
+    transpose = F.conv_transpose_fast if fast_ops_enabled() else F.conv_transpose_plain
     y = transpose(x.astype(self.dtype), kernel.astype(self.dtype), s, p, op)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
