@@ -292,7 +292,15 @@ def _error_types() -> tuple[type, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Entry point; returns the exit status (0 ok, 1 the run failed, 2 bad command line/config)."""
+  """Entry point; returns the exit status (0 ok, 1 the run failed, 2 bad command line/config).
+
+  Run as the program (``argv`` None) it first applies the process-wide CPU host
+  settings of :mod:`jaxgan.host`; called with an explicit ``argv`` from other
+  code it leaves the process's settings alone.
+  """
+  if argv is None:
+    from jaxgan import host
+    host.configure()
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
   try:

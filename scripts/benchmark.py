@@ -22,7 +22,10 @@ machine, the first JAX CycleGAN step right after a PyTorch step ran up to 20%
 slower). PyTorch's FLOPs come from
 ``torch.utils.flop_counter``. ``--peak`` times a large float32 matmul in both
 frameworks (the machine's practical peak). ``--plain`` disables the fast layer
-formulations of ``jaxgan.models.fast_ops`` (to measure what they buy).
+formulations of ``jaxgan.models.fast_ops`` (to measure what they buy). The
+process applies ``jaxgan.host.configure()`` first, as the ``jaxgan`` program
+does (``JAXGAN_HOST_TUNING=0`` to measure without it); ``--torch-tuned`` gives
+the PyTorch process the same malloc setting.
 
 ``--ops`` times each reformulation of ``fast_ops`` against its plain form at the
 real layer shapes (batch 1, 256x256 networks): forward, input gradient and
@@ -202,14 +205,18 @@ def _torch_parts(spec: tuple, x_shape, w_shape) -> dict[str, Callable]:
   return parts
 
 
-def _torch_worker(conn, threads: int) -> None:
+def _torch_worker(conn, threads: int, keep_freed_memory: bool = False) -> None:
   """Child process: builds PyTorch thunks on request and times them one at a time.
 
   Messages: ("ops", spec, x_shape, w_shape) or ("step", args_dict) build thunks
   and answer their names (and FLOPs); ("run", name) runs one and answers its
   seconds; ("stop",) ends. Keeping torch in its own process keeps its OpenMP
   threads and JAX's thread pool from spinning against each other.
+  ``keep_freed_memory``: the malloc setting of ``jaxgan.host`` (``--torch-tuned``).
   """
+  if keep_freed_memory:
+    from jaxgan import host  # pylint: disable=import-outside-toplevel
+    host.keep_freed_memory()
   import torch
   torch.set_num_threads(threads)
   thunks: dict[str, Callable] = {}
@@ -231,11 +238,11 @@ def _torch_worker(conn, threads: int) -> None:
 class TorchWorker:
   """Handle of a :func:`_torch_worker` process (spawned, so it never imports JAX)."""
 
-  def __init__(self, threads: int):
+  def __init__(self, threads: int, keep_freed_memory: bool = False):
     import multiprocessing as mp
     ctx = mp.get_context("spawn")
     self.conn, child = ctx.Pipe()
-    self.proc = ctx.Process(target=_torch_worker, args=(child, threads), daemon=True)
+    self.proc = ctx.Process(target=_torch_worker, args=(child, threads, keep_freed_memory), daemon=True)
     self.proc.start()
 
   def call(self, *msg):
@@ -411,7 +418,8 @@ def run_step(args) -> dict:
   if args.compare == "torch":
     # PyTorch runs in its own process: in this one its OpenMP threads would spin
     # against JAX's thread pool and slow both down.
-    worker = TorchWorker(args.threads)
+    worker = TorchWorker(args.threads, args.torch_tuned)
+    out["torch_tuned"] = args.torch_tuned
     out["torch_flops_per_step"] = worker.call("step", vars(args))
     torch_step = lambda: worker.call("run", "step")  # noqa: E731
   if args.profile:
@@ -547,6 +555,8 @@ def parse_args(argv: Sequence[str] | None):
                  help="rounds of --steps timed steps per framework (default 2 with --compare, else 1)")
   p.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads (JAX uses every core)")
   p.add_argument("--compare", choices=("torch",), default=None)
+  p.add_argument("--torch-tuned", action="store_true",
+                 help="give the PyTorch process jaxgan's malloc setting too (jaxgan.host.keep_freed_memory)")
   p.add_argument("--peak", action="store_true", help="also measure the matmul peak")
   p.add_argument("--plain", action="store_true", help="disable the fast_ops formulations")
   p.add_argument("--remat", action="store_true", help="rematerialise generator blocks (config.remat)")
@@ -573,6 +583,8 @@ def main(argv: Sequence[str] | None = None) -> dict | list | None:
   if args.profile:
     flags += " --xla_cpu_enable_xprof_traceme=true"
   os.environ["XLA_FLAGS"] = flags.strip()
+  from jaxgan import host  # pylint: disable=import-outside-toplevel
+  host_tuning = host.configure()   # as the jaxgan program does; JAXGAN_HOST_TUNING=0 to measure without
   import jax
   if args.cache_dir:
     jax.config.update("jax_compilation_cache_dir", args.cache_dir)
@@ -585,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> dict | list | None:
     print(json.dumps(out))
     return out
   out = run_step(args)
+  out["host_tuning"] = bool(host_tuning["keep_freed_memory"] or host_tuning["xla_flags"])
   print(json.dumps(out), flush=True)
   return out
 

@@ -1,0 +1,81 @@
+"""Process-wide settings that make the compiled train step faster on a CPU host.
+
+Neither changes any result; both are process-global, so library code never
+applies them: the ``jaxgan`` program does (``cli.main`` run as a program) and
+``scripts/benchmark.py`` does, as the very first thing, before JAX starts its
+threads or its backend. Users with their own loop can call :func:`configure`
+at the top of their script. ``JAXGAN_HOST_TUNING=0`` turns both off.
+
+* :func:`keep_freed_memory` -- glibc's malloc serves every block over 32 MiB
+  (and every large block of a non-main thread) with ``mmap`` and returns it to
+  the OS on ``free``. XLA:CPU allocates a step's temporary buffers fresh each
+  step (0.5 GB for pix2pix and 2 GB for CycleGAN at 256x256), so every step
+  page-faulted and zeroed them again: 130,000 faults and ~0.25 s of system CPU
+  time per pix2pix step. With one arena, no ``mmap`` and no trimming, freed
+  blocks are reused and a steady-state step takes no page faults. Memory that
+  a process has freed stays reserved for it (its peak does not grow).
+* :func:`add_xla_cpu_flags` -- ``--xla_cpu_copy_insertion_use_region_analysis``:
+  XLA:CPU's default copy insertion copies each donated parameter and Adam
+  moment before updating it in place (~440 MB per pix2pix step); the region
+  analysis that the GPU compiler uses proves the copies unneeded.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+
+XLA_CPU_FLAGS = ("--xla_cpu_copy_insertion_use_region_analysis=true",)
+
+
+def _enabled() -> bool:
+  return os.environ.get("JAXGAN_HOST_TUNING", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _glibc():
+  """glibc as a ctypes library, or None (other C libraries, other systems)."""
+  if not sys.platform.startswith("linux"):
+    return None
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.gnu_get_libc_version  # pylint: disable=pointless-statement  # glibc only (not musl)
+  except (OSError, AttributeError):
+    return None
+  return libc
+
+
+def keep_freed_memory() -> bool:
+  """Make malloc reuse freed memory instead of unmapping it (see module doc). True if applied.
+
+  Call before JAX creates its threads (before the first computation): a thread
+  that has already allocated keeps its own arena.
+  """
+  libc = _glibc()
+  if libc is None:
+    return False
+  return all(libc.mallopt(param, value) == 1
+             for param, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+
+
+def add_xla_cpu_flags(environ: dict | None = None) -> list[str]:
+  """Append :data:`XLA_CPU_FLAGS` to ``XLA_FLAGS`` unless it already sets them; returns those added.
+
+  Only takes effect when called before the first JAX computation in the process.
+  """
+  env = os.environ if environ is None else environ
+  current = env.get("XLA_FLAGS", "")
+  added = [f for f in XLA_CPU_FLAGS if f.split("=")[0] not in current]
+  if added:
+    env["XLA_FLAGS"] = " ".join([current, *added]).strip()
+  return added
+
+
+def configure() -> dict:
+  """Apply both settings (unless ``JAXGAN_HOST_TUNING=0``); returns what was applied."""
+  if not _enabled():
+    return {"keep_freed_memory": False, "xla_flags": []}
+  return {"keep_freed_memory": keep_freed_memory(), "xla_flags": add_xla_cpu_flags()}
