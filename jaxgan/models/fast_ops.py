@@ -139,9 +139,13 @@ def _tap_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.A
   158 ms against 1.6 ms).
   """
   kh, kw = int(kernel_shape[0]), int(kernel_shape[1])
-  ho, wo = g.shape[1], g.shape[2]
-  taps = [[jnp.einsum("nhwi,nhwo->io", x[:, a:a + ho, b:b + wo], g) for b in range(kw)] for a in range(kh)]
-  return jnp.stack([jnp.stack(row) for row in taps])
+  n, ho, wo = g.shape[:3]
+  cin, cout, pix = x.shape[3], g.shape[3], n * ho * wo
+  # g^T once, then [O, P] @ [P, I] per tap: the plain form ``x_tap^T @ g`` made XLA
+  # transpose every tap's slice of x (25-45% slower at the CycleGAN / U-Net shapes).
+  gt = jnp.transpose(g, (3, 0, 1, 2)).reshape(cout, pix)
+  taps = [[gt @ x[:, a:a + ho, b:b + wo].reshape(pix, cin) for b in range(kw)] for a in range(kh)]
+  return jnp.swapaxes(jnp.stack([jnp.stack(row) for row in taps]), 2, 3)
 
 
 def _wgrad_s1(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.Array:
