@@ -4,7 +4,8 @@ Public API: ``jaxgan.models`` (define_G / define_D), ``jaxgan.losses``,
 ``jaxgan.pool``, ``jaxgan.pix2pix`` and ``jaxgan.cyclegan`` (init / train_step /
 translate), ``jaxgan.parallel`` (data-parallel steps), ``jaxgan.config``
 (the reference hyper-parameters). I/O lives in ``jaxgan.data``,
-``jaxgan.checkpoint``, ``jaxgan.train`` and ``jaxgan.cli`` (imported on demand).
+``jaxgan.checkpoint``, ``jaxgan.train`` and ``jaxgan.cli``, process settings in
+``jaxgan.host`` (imported on demand).
 """
 __version__ = "0.1.0"
 

@@ -175,25 +175,26 @@ def _ops(fn, *args):
   return {p for p in ("conv_general_dilated", "dot_general") if p in text}
 
 
-@pytest.mark.parametrize("shape,cout,s,p", [((1, 4, 4, 24), 20, 2, 1),      # 2x2 out: patches
-                                            ((2, 2, 3, 20), 24, 1, 1),      # 12 out pixels, stride 1
-                                            ((1, 64, 64, 20), 24, 2, 1)])   # 1024 out pixels: phases
-def test_conv2d_fast_picks_the_form_by_pixels(shape, cout, s, p):
-  """Few output pixels: the kernel-as-matmul form (no conv op); many: the conv forms. Same map either way."""
+@pytest.mark.parametrize("shape,cout,s,p,patches", [((1, 4, 4, 24), 20, 2, 1, True),     # 4 out pixels
+                                                    ((2, 2, 3, 20), 24, 1, 1, True),     # 4, stride 1
+                                                    ((1, 10, 10, 8), 20, 2, 1, False),   # 25 > 20 channels
+                                                    ((1, 34, 34, 4), 300, 2, 1, False)])  # 289 > 256 pixels
+def test_conv2d_fast_picks_the_form_by_pixels(shape, cout, s, p, patches):
+  """Fewer output pixels than output channels (and few): the kernel-as-matmul form (no conv op);
+  otherwise the conv forms. Same map either way."""
   x, w = _rand(11, *shape), _rand(12, 4, 4, shape[3], cout) / 4
-  out_pixels = shape[0] * ((shape[1] + 2 * p - 4) // s + 1) * ((shape[2] + 2 * p - 4) // s + 1)
   ops = _ops(lambda x, w: F.conv2d_fast(x, w, s, p), x, w)
-  patches = out_pixels <= F.PATCH_MAX_OUT_PIXELS
   assert ops == ({"dot_general"} if patches else {"conv_general_dilated"}), ops
   check_same_map(lambda x, w: F.conv2d_fast(x, w, s, p), lambda x, w: ref_conv(x, w, s, p), (x, w),
                  f"conv2d_fast{shape} s{s} p{p}")
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1, 24), (16, 2, 2, 20), (1, 16, 16, 20)])
-def test_conv_transpose_fast_picks_the_form_by_pixels(shape):
+@pytest.mark.parametrize("shape,patches", [((1, 1, 1, 24), True), ((4, 2, 2, 20), True),
+                                           ((1, 8, 8, 20), False),      # 64 input pixels > 24 channels
+                                           ((1, 16, 16, 20), False)])
+def test_conv_transpose_fast_picks_the_form_by_pixels(shape, patches):
   x, w = _rand(13, *shape), _rand(14, 4, 4, shape[3], 24) / 4
   ops = _ops(lambda x, w: F.conv_transpose_fast(x, w, 2, 1), x, w)
-  patches = shape[0] * shape[1] * shape[2] <= F.PATCH_MAX_IN_PIXELS
   assert ops == ({"dot_general"} if patches else {"conv_general_dilated"}), ops
   check_same_map(lambda x, w: F.conv_transpose_fast(x, w, 2, 1, 0), lambda x, w: ref_conv_transpose(x, w, 2, 1, 0),
                  (x, w), f"conv_transpose_fast{shape}")

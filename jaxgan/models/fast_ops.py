@@ -45,7 +45,8 @@ a canonical, padded, stride-1 (or plainly strided) convolution:
   are bound by reading the kernel: one matmul with the kernel in its stored
   layout (patches @ kernel; a batched matmul over the taps, then shifted adds
   for the transposed conv), so no pass of the step copies or cuts the kernel.
-  :func:`conv2d_fast` / :func:`conv_transpose_fast` pick the form by pixel count.
+  :func:`conv2d_fast` / :func:`conv_transpose_fast` pick the form by pixel and
+  channel count.
 * :func:`reflection_pad` -- torch ``ReflectionPad2d`` from slices and reversals
   (its transpose is slices and adds, not a scatter).
 * :func:`instance_norm` -- torch ``InstanceNorm2d`` with a closed-form backward.
@@ -344,14 +345,17 @@ conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
 
 # ----------------------------------------------------------------------------- few-pixel (weight-bound) convs
 
-# Below these sizes (pixels x batch) the convs are bound by reading their kernel,
-# not by arithmetic, and the patch forms below -- which use the kernel in its
-# stored layout -- beat the phase forms above, which cut it into phase kernels
-# (measured on 2 x86 cores, fwd + both grads, 4x4 s2 U-Net layers: 512->512 at
+# The patch forms below use the kernel in its stored layout; the phase forms above
+# cut it into phase kernels and transpose it (a copy per pass). That pays off
+# only when the kernel outweighs the activations: when the patch (or scattered)
+# tensor, pixels x k*k x channels, is no larger than the kernel -- fewer pixels
+# (batch x H x W) than output channels -- and the pixels are few. Measured on 2
+# x86 cores, forward + both gradients of the 4x4 s2 U-Net layers: 512->512 at
 # 4x4 -> 2x2 10.4 -> 1.6 ms; 1024->512 transposed at 8x8 59.6 -> 32.7 ms; the
-# patch forms lose from ~1024 output pixels / ~256 input pixels on).
-PATCH_MAX_OUT_PIXELS = 256      # conv2d_patches: N * H_out * W_out
-PATCH_MAX_IN_PIXELS = 128       # conv_transpose_patches: N * H_in * W_in
+# patch forms lost at 1024 output pixels (64x64x128->256: 16.6 -> 17.9 ms) and
+# at 256 input pixels with 256 output channels (16x16x1024->256: 37.5 -> 55.7 ms).
+PATCH_MAX_OUT_PIXELS = 256      # conv2d_patches: N * H_out * W_out, also <= out channels
+PATCH_MAX_IN_PIXELS = 128       # conv_transpose_patches: N * H_in * W_in, also <= out channels
 
 
 def _patches(x: jax.Array, k: int, stride: int, padding: int, out_h: int, out_w: int) -> jax.Array:
@@ -418,7 +422,7 @@ def conv2d_fast(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int =
   """``conv2d(x, kernel, stride, padding)`` in the fastest of the equal forms for its shape."""
   k = kernel.shape[0]
   out_pixels = x.shape[0] * ((x.shape[1] + 2 * padding - k) // stride + 1) * ((x.shape[2] + 2 * padding - k) // stride + 1)
-  if out_pixels <= PATCH_MAX_OUT_PIXELS:
+  if out_pixels <= min(PATCH_MAX_OUT_PIXELS, kernel.shape[3]):
     return conv2d_patches(x, kernel, stride, padding)
   if stride == 1 and padding == 0:
     return conv2d_valid(x, kernel)
@@ -428,7 +432,7 @@ def conv2d_fast(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int =
 def conv_transpose_fast(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
                         output_padding: int = 0) -> jax.Array:
   """torch ``ConvTranspose2d`` in the fastest of the equal forms for its shape."""
-  if x.shape[0] * x.shape[1] * x.shape[2] <= PATCH_MAX_IN_PIXELS:
+  if x.shape[0] * x.shape[1] * x.shape[2] <= min(PATCH_MAX_IN_PIXELS, kernel.shape[3]):
     return conv_transpose_patches(x, kernel, stride, padding, output_padding)
   return conv_transpose(x, kernel, stride, padding, output_padding)
 
