@@ -259,7 +259,7 @@ def run_ops(args) -> list[dict]:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  worker = TorchWorker(args.threads) if args.compare == "torch" else None
+  worker = TorchWorker(args.threads, args.torch_tuned) if args.compare == "torch" else None
   rows = []
   for case in _op_cases(args.op_filter):
     rng = np.random.default_rng(0)

@@ -115,6 +115,7 @@ def test_reference_conv_transpose_matches_loop(k, s, p, op):
 # (input shape NHWC, kernel size, out channels, reflection pad before the conv)
 VALID_CASES = [((2, 16, 16, 3), 3, 8, 0), ((1, 17, 12, 8), 3, 16, 0), ((1, 17, 12, 24), 3, 24, 0),
                ((1, 16, 16, 20), 3, 20, 1), ((1, 9, 10, 17), 1, 5, 0), ((1, 16, 13, 3), 7, 24, 3),
+               ((1, 12, 11, 20), 4, 1, 0),  # one output channel (PatchGAN head)
                ((1, 32, 32, 24), 7, 3, 3)]  # last: the ResNet head (reflection pad 3, 7x7 -> 3)
 
 

@@ -152,6 +152,8 @@ def _tap_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.A
 def _wgrad_s1(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.Array:
   """Kernel gradient of VALID stride-1 ``conv2d(x, w)`` for cotangent ``g``."""
   kernel_shape = tuple(int(v) for v in kernel_shape)
+  if kernel_shape[3] == 1 and kernel_shape[0] * kernel_shape[1] <= 16:
+    return _tap_wgrad(x, g, kernel_shape)     # the PatchGAN's 4x4 512->1 head: 10.0 -> 3.2 ms
   if kernel_shape[3] <= 16 < kernel_shape[2]:
     return _swapped_wgrad(x, g, kernel_shape)
   if kernel_shape[0] * kernel_shape[1] <= 4:
