@@ -56,6 +56,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.batch_size = 1
   c.lr = 2e-4
   c.beta1 = 0.5
+  c.adam_eps = 1e-8             # Adam's epsilon (the reference's, torch's default)
   c.n_epochs = 100
   c.n_epochs_decay = 100
   c.steps_per_epoch = -1        # -1: set by the training loop from the dataset size

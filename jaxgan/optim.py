@@ -1,6 +1,6 @@
 """Optimiser and learning-rate schedule of the reference recipe.
 
-Adam(lr, b1=beta1, b2=0.999, eps=1e-8) with the schedule inside optax, so the
+Adam(lr, b1=beta1, b2=0.999, eps=adam_eps = 1e-8) with the schedule inside optax, so the
 schedule position is part of the optimiser state (``count``) and checkpoints.
 """
 from __future__ import annotations
@@ -49,5 +49,11 @@ def lr_schedule(config: ml_collections.ConfigDict) -> Callable[[jnp.ndarray], jn
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam with the reference betas and the schedule above (one per network group)."""
-  return optax.adam(learning_rate=lr_schedule(config), b1=float(config.beta1), b2=0.999, eps=1e-8)
+  """Adam with the reference betas and epsilon and the schedule above (one per network group).
+
+  ``config.adam_eps`` (1e-8 in the reference; configs saved before it existed get 1e-8).
+  """
+  eps = float(config.get("adam_eps", 1e-8))
+  if not eps > 0:
+    raise ValueError(f"config.adam_eps must be > 0, got {eps}")
+  return optax.adam(learning_rate=lr_schedule(config), b1=float(config.beta1), b2=0.999, eps=eps)

@@ -177,12 +177,12 @@ def _ops(fn, *args):
 
 
 @pytest.mark.parametrize("shape,cout,s,p,patches", [((1, 4, 4, 24), 20, 2, 1, True),     # 4 out pixels
-                                                    ((2, 2, 3, 20), 24, 1, 1, True),     # 4, stride 1
+                                                    ((8, 2, 3, 20), 24, 1, 1, True),     # 2 per image, s1
                                                     ((1, 10, 10, 8), 20, 2, 1, False),   # 25 > 20 channels
                                                     ((1, 34, 34, 4), 300, 2, 1, False)])  # 289 > 256 pixels
 def test_conv2d_fast_picks_the_form_by_pixels(shape, cout, s, p, patches):
-  """Fewer output pixels than output channels (and few): the kernel-as-matmul form (no conv op);
-  otherwise the conv forms. Same map either way."""
+  """Fewer output pixels per image than output channels (and few): the kernel-as-matmul form (no
+  conv op); otherwise the conv forms. Same map either way."""
   x, w = _rand(11, *shape), _rand(12, 4, 4, shape[3], cout) / 4
   ops = _ops(lambda x, w: F.conv2d_fast(x, w, s, p), x, w)
   assert ops == ({"dot_general"} if patches else {"conv_general_dilated"}), ops
@@ -190,7 +190,7 @@ def test_conv2d_fast_picks_the_form_by_pixels(shape, cout, s, p, patches):
                  f"conv2d_fast{shape} s{s} p{p}")
 
 
-@pytest.mark.parametrize("shape,patches", [((1, 1, 1, 24), True), ((4, 2, 2, 20), True),
+@pytest.mark.parametrize("shape,patches", [((1, 1, 1, 24), True), ((16, 2, 2, 20), True),   # per image: 4
                                            ((1, 8, 8, 20), False),      # 64 input pixels > 24 channels
                                            ((1, 16, 16, 20), False)])
 def test_conv_transpose_fast_picks_the_form_by_pixels(shape, patches):

@@ -53,3 +53,16 @@ def test_adam_uses_reference_betas_and_schedule():
   _, rst = ref.update(g, rst, p)
   rupd2, _ = ref.update(g2, rst, p)
   np.testing.assert_allclose(upd2["w"], rupd2["w"], rtol=1e-6)  # schedule still constant at step 1
+
+
+def test_adam_eps_is_configurable_and_checked():
+  """``config.adam_eps`` reaches Adam: the first update of a gradient g is -lr * g / (|g| + eps)."""
+  g = {"w": jnp.array([1e-6, 0.5])}
+  p = {"w": jnp.zeros(2)}
+  for eps in (1e-8, 1e-4):
+    tx = optim.make_optimizer(_cfg(lr=0.1, num_train_steps=4, adam_eps=eps))
+    upd, _ = tx.update(g, tx.init(p), p)
+    np.testing.assert_allclose(upd["w"], -0.1 * np.array([1e-6, 0.5]) / (np.array([1e-6, 0.5]) + eps), rtol=1e-4)
+  assert config_lib.get_base_config().adam_eps == 1e-8      # the reference's value by default
+  with pytest.raises(ValueError, match="adam_eps"):
+    optim.make_optimizer(_cfg(num_train_steps=4, adam_eps=0.0))

@@ -351,13 +351,17 @@ conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
 # cut it into phase kernels and transpose it (a copy per pass). That pays off
 # only when the kernel outweighs the activations: when the patch (or scattered)
 # tensor, pixels x k*k x channels, is no larger than the kernel -- fewer pixels
-# (batch x H x W) than output channels -- and the pixels are few. Measured on 2
+# than output channels -- and the pixels are few. Measured on 2
 # x86 cores, forward + both gradients of the 4x4 s2 U-Net layers: 512->512 at
 # 4x4 -> 2x2 10.4 -> 1.6 ms; 1024->512 transposed at 8x8 59.6 -> 32.7 ms; the
 # patch forms lost at 1024 output pixels (64x64x128->256: 16.6 -> 17.9 ms) and
 # at 256 input pixels with 256 output channels (16x16x1024->256: 37.5 -> 55.7 ms).
-PATCH_MAX_OUT_PIXELS = 256      # conv2d_patches: N * H_out * W_out, also <= out channels
-PATCH_MAX_IN_PIXELS = 128       # conv_transpose_patches: N * H_in * W_in, also <= out channels
+#
+# The choice looks at one image's pixels, not the batch's: the same network then
+# runs the same forms (and rounds the same way) whatever the per-device batch, so
+# 8 devices with 1 image each match 1 device with 8 images.
+PATCH_MAX_OUT_PIXELS = 256      # conv2d_patches: H_out * W_out, also <= out channels
+PATCH_MAX_IN_PIXELS = 128       # conv_transpose_patches: H_in * W_in, also <= out channels
 
 
 def _patches(x: jax.Array, k: int, stride: int, padding: int, out_h: int, out_w: int) -> jax.Array:
@@ -423,7 +427,7 @@ def conv_transpose_patches(x: jax.Array, kernel: jax.Array, stride: int, padding
 def conv2d_fast(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
   """``conv2d(x, kernel, stride, padding)`` in the fastest of the equal forms for its shape."""
   k = kernel.shape[0]
-  out_pixels = x.shape[0] * ((x.shape[1] + 2 * padding - k) // stride + 1) * ((x.shape[2] + 2 * padding - k) // stride + 1)
+  out_pixels = ((x.shape[1] + 2 * padding - k) // stride + 1) * ((x.shape[2] + 2 * padding - k) // stride + 1)
   if out_pixels <= min(PATCH_MAX_OUT_PIXELS, kernel.shape[3]):
     return conv2d_patches(x, kernel, stride, padding)
   if stride == 1 and padding == 0:
@@ -434,7 +438,7 @@ def conv2d_fast(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int =
 def conv_transpose_fast(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
                         output_padding: int = 0) -> jax.Array:
   """torch ``ConvTranspose2d`` in the fastest of the equal forms for its shape."""
-  if x.shape[0] * x.shape[1] * x.shape[2] <= min(PATCH_MAX_IN_PIXELS, kernel.shape[3]):
+  if x.shape[1] * x.shape[2] <= min(PATCH_MAX_IN_PIXELS, kernel.shape[3]):
     return conv_transpose_patches(x, kernel, stride, padding, output_padding)
   return conv_transpose(x, kernel, stride, padding, output_padding)
 
