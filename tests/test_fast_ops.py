@@ -180,9 +180,10 @@ def _ops(fn, *args):
                                                     ((8, 2, 3, 20), 24, 1, 1, True),     # 2 per image, s1
                                                     ((1, 10, 10, 8), 20, 2, 1, False),   # 25 > 20 channels
                                                     ((1, 34, 34, 4), 300, 2, 1, False)])  # 289 > 256 pixels
-def test_conv2d_fast_picks_the_form_by_pixels(shape, cout, s, p, patches):
+def test_conv2d_fast_picks_the_form_by_pixels(shape, cout, s, p, patches, monkeypatch):
   """Fewer output pixels per image than output channels (and few): the kernel-as-matmul form (no
-  conv op); otherwise the conv forms. Same map either way."""
+  conv op); otherwise the conv forms. Same map either way. (Kernel-size floor off: small cases.)"""
+  monkeypatch.setattr(F, "PATCH_MIN_KERNEL", 0)
   x, w = _rand(11, *shape), _rand(12, 4, 4, shape[3], cout) / 4
   ops = _ops(lambda x, w: F.conv2d_fast(x, w, s, p), x, w)
   assert ops == ({"dot_general"} if patches else {"conv_general_dilated"}), ops
@@ -193,12 +194,28 @@ def test_conv2d_fast_picks_the_form_by_pixels(shape, cout, s, p, patches):
 @pytest.mark.parametrize("shape,patches", [((1, 1, 1, 24), True), ((16, 2, 2, 20), True),   # per image: 4
                                            ((1, 8, 8, 20), False),      # 64 input pixels > 24 channels
                                            ((1, 16, 16, 20), False)])
-def test_conv_transpose_fast_picks_the_form_by_pixels(shape, patches):
+def test_conv_transpose_fast_picks_the_form_by_pixels(shape, patches, monkeypatch):
+  monkeypatch.setattr(F, "PATCH_MIN_KERNEL", 0)
   x, w = _rand(13, *shape), _rand(14, 4, 4, shape[3], 24) / 4
   ops = _ops(lambda x, w: F.conv_transpose_fast(x, w, 2, 1), x, w)
   assert ops == ({"dot_general"} if patches else {"conv_general_dilated"}), ops
   check_same_map(lambda x, w: F.conv_transpose_fast(x, w, 2, 1, 0), lambda x, w: ref_conv_transpose(x, w, 2, 1, 0),
                  (x, w), f"conv_transpose_fast{shape}")
+
+
+def test_patch_forms_only_for_large_kernels():
+  """With the default floor a small kernel stays on the conv forms even at 1x1; a 4x4x256x256
+  kernel (2^20 weights) at 2x2 takes the matmul forms."""
+  small = _rand(15, 4, 4, 8, 24)
+  assert _ops(lambda x, w: F.conv2d_fast(x, w, 2, 1), _rand(16, 1, 2, 2, 8), small) == {"conv_general_dilated"}
+  assert _ops(lambda x, w: F.conv_transpose_fast(x, w, 2, 1), _rand(16, 1, 1, 1, 8), small) == {"conv_general_dilated"}
+  big = _rand(17, 4, 4, 256, 256) / 64
+  assert big.size == F.PATCH_MIN_KERNEL
+  x = _rand(18, 1, 2, 2, 256)
+  assert _ops(lambda x, w: F.conv2d_fast(x, w, 2, 1), x, big) == {"dot_general"}
+  assert _ops(lambda x, w: F.conv_transpose_fast(x, w, 2, 1), x, big) == {"dot_general"}
+  check_same_map(lambda x, w: F.conv_transpose_fast(x, w, 2, 1, 0), lambda x, w: ref_conv_transpose(x, w, 2, 1, 0),
+                 (x, big), "conv_transpose_fast 2x2 256->256")
 
 
 @pytest.mark.parametrize("shape,pad", [((2, 16, 16, 3), 1), ((1, 17, 12, 5), 3), ((1, 4, 6, 2), 3)])
