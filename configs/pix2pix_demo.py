@@ -10,10 +10,10 @@ conditioned on the input, vanilla GAN + 100 x L1, Adam 2e-4 / beta1 0.5) at
 64x64 (72 -> random crop 64 + flip) with narrower networks (ngf = ndf = 32),
 batch 4, 1,500 steps (constant lr for the first half, then linear decay).
 
-Result: measured 2026-11-25 on a 2-core x86-64 CPU, jax 0.10.2, the command above; 2 min 25 s
-wall, ~44 images/s; `jaxgan evaluate`
+Result: measured 2026-11-25 on a 2-core x86-64 CPU, jax 0.10.2, the command above; 2 min 37 s
+wall, ~40 images/s; `jaxgan evaluate`
 on the 50 test pairs, metrics on [0, 1] images:
-  labels->facade: L1 0.172, PSNR 12.7 dB, SSIM 0.366
+  labels->facade: L1 0.168, PSNR 12.6 dB, SSIM 0.357
   copying the input: L1 0.390, PSNR 6.8 dB, SSIM 0.058
 (An earlier run's L1 was already 0.167 at step 1,000: the small U-Net has plateaued by then.)
 """
