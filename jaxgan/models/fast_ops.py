@@ -187,6 +187,11 @@ conv2d_valid.defvjp(_valid_fwd, _valid_bwd)
 
 # ----------------------------------------------------------------------------- strided / transposed convs
 
+def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
+  """torch's ``floor((size + 2 * padding - kernel_size) / stride) + 1``."""
+  return (size + 2 * padding - kernel_size) // stride + 1
+
+
 def conv_transpose_output_size(size: int, kernel_size: int, stride: int, padding: int, output_padding: int) -> int:
   """torch's ``(size - 1) * stride - 2 * padding + kernel_size + output_padding``."""
   return (size - 1) * stride - 2 * padding + kernel_size + output_padding
@@ -233,6 +238,15 @@ def _phase_kernel(kernel: jax.Array, taps_y, taps_x, stride: int) -> tuple[jax.A
   return axis_slice(axis_slice(kernel, taps_y, 0), taps_x, 1), taps_y[0][0], taps_x[0][0]
 
 
+def _interleave_phases(phases: list[list[jax.Array]]) -> jax.Array:
+  """``phases[ry][rx]`` ``[N, m_h, m_w, C]`` -> ``[N, s*m_h, s*m_w, C]`` with phase ``(ry, rx)`` at
+  ``(s*i + ry, s*j + rx)``: two stacks and a reshape (no scatter)."""
+  s = len(phases)
+  n, m_h, m_w, c = phases[0][0].shape
+  y = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)     # [N, m_h, s(ry), m_w, s(rx), C]
+  return y.reshape(n, m_h * s, m_w * s, c)
+
+
 def _transpose_phases(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
                       output_padding: int) -> jax.Array:
   """Transposed conv as ``stride**2`` stride-1 convs (one per output phase), interleaved."""
@@ -251,10 +265,8 @@ def _transpose_phases(x: jax.Array, kernel: jax.Array, stride: int, padding: int
       kr, dy, dx = _phase_kernel(kernel, taps[ry], taps[rx], s)
       pads = ((-dy, m_h + kr.shape[0] - 1 - x.shape[1] + dy), (-dx, m_w + kr.shape[1] - 1 - x.shape[2] + dx))
       cols.append(conv_s1(x, kr.astype(x.dtype), pads))
-    rows.append(jnp.stack(cols, axis=3))                  # [N, m_h, m_w, s(rx), O]
-  y = jnp.stack(rows, axis=2)                             # [N, m_h, s(ry), m_w, s(rx), O]
-  y = y.reshape(x.shape[0], m_h * s, m_w * s, kernel.shape[3])
-  return y[:, :out_h, :out_w]
+    rows.append(cols)
+  return _interleave_phases(rows)[:, :out_h, :out_w]
 
 
 def _strided_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int], stride: int,
@@ -385,7 +397,7 @@ def conv2d_patches(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -
   gradients copy or rearrange the kernel. For convs with few output pixels (module constants)."""
   k, _, cin, cout = kernel.shape
   n, h, w, _ = x.shape
-  out_h, out_w = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+  out_h, out_w = conv_output_size(h, k, stride, padding), conv_output_size(w, k, stride, padding)
   cols = _patches(x, k, stride, padding, out_h, out_w).reshape(n * out_h * out_w, k * k * cin)
   return (cols @ kernel.reshape(k * k * cin, cout)).reshape(n, out_h, out_w, cout)
 
@@ -420,8 +432,8 @@ def conv_transpose_patches(x: jax.Array, kernel: jax.Array, stride: int, padding
           if s * ay + ry < k and s * ax + rx < k:
             acc = acc + jnp.pad(z[s * ay + ry, s * ax + rx], ((0, 0), (ay, t - 1 - ay), (ax, t - 1 - ax), (0, 0)))
       cols.append(acc)
-    rows.append(jnp.stack(cols, axis=3))                # [N, cell_h, cell_w, s(rx), O]
-  y = jnp.stack(rows, axis=2).reshape(n, cell_h * s, cell_w * s, cout)
+    rows.append(cols)
+  y = _interleave_phases(rows)
   out_h = conv_transpose_output_size(h, k, s, padding, output_padding)
   out_w = conv_transpose_output_size(w, k, s, padding, output_padding)
   y = jnp.pad(y, ((0, 0), (0, max(padding + out_h - y.shape[1], 0)), (0, max(padding + out_w - y.shape[2], 0)),
@@ -432,7 +444,7 @@ def conv_transpose_patches(x: jax.Array, kernel: jax.Array, stride: int, padding
 def conv2d_fast(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
   """``conv2d(x, kernel, stride, padding)`` in the fastest of the equal forms for its shape."""
   k = kernel.shape[0]
-  out_pixels = ((x.shape[1] + 2 * padding - k) // stride + 1) * ((x.shape[2] + 2 * padding - k) // stride + 1)
+  out_pixels = conv_output_size(x.shape[1], k, stride, padding) * conv_output_size(x.shape[2], k, stride, padding)
   if kernel.size >= PATCH_MIN_KERNEL and out_pixels <= min(PATCH_MAX_OUT_PIXELS, kernel.shape[3]):
     return conv2d_patches(x, kernel, stride, padding)
   if stride == 1 and padding == 0:
