@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgan import checks, config as config_lib, losses, nets, optim, pool
+from jaxgan import checks, config as config_lib, losses, nets, optim, parallel, pool
 
 Batch = Mapping[str, jax.Array]
 GENERATORS = ("G_AB", "G_BA")
@@ -152,8 +152,11 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
   new_g = optax.apply_updates(_subset(params, GENERATORS), updates_g)
 
   # 3. Image pools, then the discriminators.
+  # The pool takes the global batch in order (one device's semantics); what comes out is split over the
+  # devices again, so each runs the discriminators on its own 1/N of the batch.
   pool_b, fake_b = pool.query(state.pools["B"], jax.lax.stop_gradient(fake_b), k_pool_b)
   pool_a, fake_a = pool.query(state.pools["A"], jax.lax.stop_gradient(fake_a), k_pool_a)
+  fake_b, fake_a = parallel.shard_over_batch(fake_b), parallel.shard_over_batch(fake_a)
 
   def d_loss_fn(p_d):
     s = dict(stats)

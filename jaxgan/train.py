@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 import jaxgan
-from jaxgan import checkpoint, objectives, parallel, reporting
+from jaxgan import checkpoint, checks, objectives, parallel, reporting
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,11 @@ class TrainResult:
 
 
 def total_steps(config: ml_collections.ConfigDict) -> int:
-  """``num_train_steps`` when > 0, else ``(n_epochs + n_epochs_decay) * steps_per_epoch``."""
+  """``num_train_steps`` when > 0, else the steps of epochs ``epoch_count`` .. ``n_epochs + n_epochs_decay``."""
   if int(config.num_train_steps) > 0:
     return int(config.num_train_steps)
-  return (int(config.n_epochs) + int(config.n_epochs_decay)) * int(config.steps_per_epoch)
+  epochs = int(config.n_epochs) + int(config.n_epochs_decay) - int(config.get("epoch_count", 1)) + 1
+  return max(epochs, 0) * int(config.steps_per_epoch)
 
 
 def make_meta(config: ml_collections.ConfigDict, batch: Mapping[str, np.ndarray]) -> dict:
@@ -169,11 +170,13 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
   """Data pipeline, initial state, and the restore of the newest checkpoint when there is one."""
   from jaxgan import data
   model = objectives.for_config(config)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(int(config.batch_size), mesh)   # before any data is read or anything compiled
+  checks.compute_dtype(config)
   pipeline = data.create_pipeline(config, split="train", process_index=jax.process_index(),
                                   process_count=jax.process_count())
   if int(config.steps_per_epoch) <= 0:
     config.steps_per_epoch = int(pipeline.steps_per_epoch)
-  mesh = parallel.make_mesh()
   iterator = pipeline.iterator()
   first = _ab(next(iterator))
   state = init_state(model, config, first, int(config.seed))
