@@ -9,7 +9,10 @@ How it is built (Grain ``MapDataset`` API, random access all the way):
    ``num_examples``: the number of pairs, or ``max(len A, len B)`` unpaired, as
    the reference) and names record ``perm_epoch[g % N]``, a permutation seeded
    by (seed, epoch) -- a new shuffle every epoch; no shuffle: identity. Finite
-   for ``num_epochs``, endless for ``None``.
+   for ``num_epochs``, endless for ``None`` (a length of 2**53 positions: Grain
+   takes ``len()`` of every stage, computes batch counts through float
+   division and refuses lengths above ``sys.maxsize``, so the length must stay
+   exact as a float; 2**53 examples is centuries of reading).
 2. Process ``p`` of ``k`` reads positions ``p, p + k, p + 2k, ...``: disjoint
    shards; step ``s`` of all processes together is exactly the global batch
    ``[s*B, (s+1)*B)`` of a one-process run.
@@ -33,7 +36,6 @@ import dataclasses
 import logging
 import math
 import os
-import sys
 import threading
 from typing import Any, Sequence
 
@@ -43,6 +45,9 @@ import numpy as np
 from jaxgan.data.image_io import DataError, convert_channels
 from jaxgan.data.preprocess import PreprocessOptions, preprocess_images
 from jaxgan.data.sources import SplitData, open_split
+
+
+ENDLESS = 2 ** 53   # the length of a num_epochs=None stream (see the module docstring)
 
 
 class _Stream(grain.MapDataset):
@@ -55,7 +60,7 @@ class _Stream(grain.MapDataset):
     self._perms: dict[int, np.ndarray] = {}
 
   def __len__(self) -> int:
-    return sys.maxsize if self.num_epochs is None else self.n * int(self.num_epochs)
+    return ENDLESS if self.num_epochs is None else self.n * int(self.num_epochs)
 
   def __getstate__(self):
     state = self.__dict__.copy()
@@ -257,9 +262,10 @@ def create_pipeline(config: Any, *, split: str = "train", seed: int | None = Non
   """The input pipeline of ``config.dataset`` for ``split``.
 
   ``split="train"``: random crop/flip, shuffled, B drawn at random for
-  unpaired data; other splits: centre crop, no flip, no shuffle unless asked,
-  and aligned (``.paired``) where the data allow it. ``seed`` defaults to
-  ``config.seed``; processes default to JAX's. ``num_epochs=None`` repeats
+  unpaired data; other splits: the reference's test-time preprocessing
+  (load_size = crop_size: resized whole, no random crop, no flip), no
+  shuffle unless asked, and aligned (``.paired``) where the data allow it.
+  ``seed`` defaults to ``config.seed``; processes default to JAX's. ``num_epochs=None`` repeats
   forever with a new shuffle each epoch. Batches are ``{"A": float32
   [batch_size // process_count, H, W, input_nc], "B": [..., output_nc]}`` in
   [-1, 1]; with ``direction="BtoA"`` the dataset's B side is the input "A".
