@@ -336,3 +336,43 @@ def test_tfds_unknown_or_unprepared(tmp_path, monkeypatch):
   with pytest.raises(DataError, match=r'not prepared .*needs TensorFlow: pip install "jaxgan\[tfds\]"'):
     _pipe(c)
   assert os.listdir(tmp_path) == [] or not any(f.endswith(".array_record") for _, _, fs in os.walk(tmp_path) for f in fs)
+
+
+class _CountingStr(str):
+  """A file stem that counts equality comparisons (the quadratic scan compared every pair)."""
+  eq_calls = 0
+  __hash__ = str.__hash__
+
+  def __eq__(self, other):
+    _CountingStr.eq_calls += 1
+    return str.__eq__(self, other)
+
+
+def test_unpaired_folder_scan_is_not_quadratic(tmp_path, monkeypatch):
+  """Listing n unpaired files per domain compares stems O(n) times, not O(n^2) (speed: benchmark_data.py --scan)."""
+  from jaxgan.data import folder
+  n = 300
+  for side in "AB":
+    os.makedirs(tmp_path / f"train{side}")
+    for i in range(n):
+      (tmp_path / f"train{side}" / f"{side.lower()}{i:04d}.png").touch()   # never decoded when listing
+  real_stem = folder._stem
+  monkeypatch.setattr(folder, "_stem", lambda path, root: _CountingStr(real_stem(path, root)))
+  _CountingStr.eq_calls = 0
+  data = folder.open_folder(str(tmp_path), "train", _cfg("cyclegan"))
+  assert data.pairs is None and len(data.domain_a) == len(data.domain_b) == n
+  assert _CountingStr.eq_calls < 10 * n, _CountingStr.eq_calls        # was 2 n (n - 1) = 179,400
+
+
+def test_folder_scan_reports_names_used_twice(tmp_path):
+  """Same stems in the same order on both sides, but a stem used twice: not pairs, and the message says which."""
+  for side, exts in (("A", ("png", "jpg")), ("B", ("png", "bmp"))):
+    for ext in exts:
+      _const(str(tmp_path / f"train{side}" / f"x.{ext}"), 1, 1)
+    _const(str(tmp_path / f"train{side}" / "y.png"), 2, 2)
+    _const(str(tmp_path / f"train{side}" / "z.png"), 3, 3)
+  _const(str(tmp_path / "trainA" / "w.png"), 3, 3)
+  from jaxgan.data import folder
+  data = folder.open_folder(str(tmp_path), "train", _cfg())
+  assert data.pairs is None
+  assert "names used twice: ['x']" in data.why_unpaired and "only in trainA: ['w']" in data.why_unpaired
