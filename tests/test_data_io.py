@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from jaxgan.data import IMAGE_EXTENSIONS, DataError, load_image, read_image, save_image
-from jaxgan.data.image_io import convert_channels, to_unit_range
+from jaxgan.data.image_io import convert_channels, image_size, to_unit_range
 from jaxgan.data.preprocess import (PreprocessOptions, apply_params, draw_params, generator_stride,
                                     preprocess_images, resize, target_size)
 
@@ -145,6 +145,12 @@ def test_exif_orientation_is_honoured(tmp_path):
   assert out.shape == (8, 4, 3)         # displayed upright: width and height swap
   assert out[0, -1].mean() > 128        # the marker moves to the top-right corner
   assert out[0, 0].mean() < 64
+  assert image_size(tmp_path / "r.jpg") == (4, 8)   # the header-only size agrees: (w, h) as displayed
+  pil.save(tmp_path / "r.png")
+  assert image_size(tmp_path / "r.png") == (8, 4)
+  (tmp_path / "bad.png").write_bytes(b"not an image")
+  with pytest.raises(DataError, match="size of image file .*bad.png"):
+    image_size(tmp_path / "bad.png")
 
 
 def test_undecodable_and_missing_files_name_the_path(tmp_path):

@@ -376,3 +376,42 @@ def test_folder_scan_reports_names_used_twice(tmp_path):
   data = folder.open_folder(str(tmp_path), "train", _cfg())
   assert data.pairs is None
   assert "names used twice: ['x']" in data.why_unpaired and "only in trainA: ['w']" in data.why_unpaired
+
+
+def _sized(path, w, h):
+  _const(str(path), 1, 1, size=(h, w))
+
+
+@pytest.mark.parametrize("mode", ["scale_width", "none"])
+def test_cyclegan_refuses_images_of_several_sizes_before_training(tmp_path, monkeypatch, mode):
+  """scale_width / none keep each image's shape; CycleGAN's pools need one: refused before init, with the fix."""
+  _sized(tmp_path / "trainA" / "square.png", 16, 16)
+  _sized(tmp_path / "trainA" / "wide.png", 16, 12)
+  _sized(tmp_path / "trainB" / "b.png", 16, 16)
+  c = _cfg("cyclegan", dataset=f"folder:{tmp_path}", preprocess=mode, load_size=16, crop_size=8, batch_size=1)
+  from jaxgan import train
+  monkeypatch.setattr(train, "init_state", lambda *a, **k: pytest.fail("reached model init"))
+  with pytest.raises(DataError, match=r"domain A.*square\.png \(16x16, WxH\) becomes 16x16 but .*wide\.png "
+                     r"\(16x12\) becomes 16x12; CycleGAN's image pools.*scale_width_and_crop"):
+    train.train_and_evaluate(c, tmp_path / "run")
+  assert not (tmp_path / "run" / "checkpoints").exists() or not os.listdir(tmp_path / "run" / "checkpoints")
+  c.preprocess = "scale_width_and_crop"                              # the suggested fix trains
+  assert _batches(_pipe(c), 2)[1]["A"].shape == (1, 8, 8, 3)
+
+
+def test_size_check_accepts_one_output_size_and_pix2pix_batches_of_one(tmp_path):
+  _sized(tmp_path / "trainA" / "small.png", 16, 12)                 # same aspect ratio: both -> 16x12
+  _sized(tmp_path / "trainA" / "large.png", 32, 24)
+  _sized(tmp_path / "trainB" / "large.png", 32, 24)
+  _sized(tmp_path / "trainB" / "small.png", 16, 12)
+  c = _cfg("cyclegan", dataset=f"folder:{tmp_path}", preprocess="scale_width", load_size=16, crop_size=8,
+           batch_size=1)
+  assert {b["A"].shape for b in _batches(_pipe(c), 3)} == {(1, 12, 16, 3)}
+  _sized(tmp_path / "trainA" / "tall.png", 16, 24)                  # paired by name: pix2pix, batch 1 is fine
+  _sized(tmp_path / "trainB" / "tall.png", 16, 24)
+  p2p = _cfg(dataset=f"folder:{tmp_path}", preprocess="scale_width", load_size=16, crop_size=8, batch_size=1)
+  assert _pipe(p2p).paired
+  p2p.batch_size = 2                                                 # a batch of two stacks them: refused
+  with pytest.raises(DataError, match=r"large\.png \(32x24, WxH\) becomes 16x12 but .*tall\.png \(16x24\) becomes "
+                     r"16x24; a batch stacks 2 images"):
+    _pipe(p2p)

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from jaxgan.data import sizes
 from jaxgan.data.image_io import DataError, convert_channels
 from jaxgan.data.preprocess import PreprocessOptions, preprocess_images
 from jaxgan.data.sources import SplitData, open_split
@@ -269,6 +270,10 @@ def create_pipeline(config: Any, *, split: str = "train", seed: int | None = Non
   forever with a new shuffle each epoch. Batches are ``{"A": float32
   [batch_size // process_count, H, W, input_nc], "B": [..., output_nc]}`` in
   [-1, 1]; with ``direction="BtoA"`` the dataset's B side is the input "A".
+  A training split whose images would come out in several sizes where the run
+  needs one (CycleGAN, or batches of several images, with
+  ``preprocess=scale_width`` or ``none``) is refused here, from the image
+  headers (:mod:`jaxgan.data.sizes`).
   """
   split = str(split)
   train = split == "train"
@@ -290,6 +295,9 @@ def create_pipeline(config: Any, *, split: str = "train", seed: int | None = Non
   if paired and data.pairs is None:
     raise DataError(f"model={model!r} needs aligned A/B pairs, but dataset={config.dataset!r} split {split!r} is "
                     f"unpaired: {data.why_unpaired or 'it has two independent domains'}")
+  why_one_size = sizes.needs_one_size(config, opt, batch_size // pcount) if train else ""
+  if why_one_size:   # before any image is decoded, model initialised or step compiled
+    sizes.check_one_size(data, opt, why=why_one_size, label=f"dataset={config.dataset!r} split {split!r}")
   n = len(data.pairs) if paired else max(len(data.domain_a), len(data.domain_b))
   num_workers = int(config.get("num_workers", 0) or 0)
   make = _MakeExample(data=data, paired=paired, swap=direction == "BtoA", random_b=shuffle, train=train,
