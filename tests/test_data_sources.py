@@ -326,14 +326,16 @@ def test_tfds_unknown_or_unprepared(tmp_path, monkeypatch):
   with pytest.raises(DataError, match="TFDS does not know 'cycle_gan/no_such_config'"):
     _pipe(_cfg("cyclegan", dataset="tfds:cycle_gan/no_such_config", tfds_data_dir=str(tmp_path)))
   c = _cfg("cyclegan", dataset="tfds:cycle_gan/facades", tfds_data_dir=str(tmp_path), tfds_download=False)
-  with pytest.raises(DataError, match="not prepared in .*tfds_download=False.*jaxgan\\[tfds\\]"):
+  with pytest.raises(DataError, match=r"not prepared in .*tfds_download=False.*jaxgan prepare tfds:cycle_gan/facades "
+                     r"--data_dir .*pip install -e \"\.\[tfds\]\""):
     _pipe(c)
   from jaxgan.data import tfds_source  # pylint: disable=import-outside-toplevel
   real = tfds_source.importlib.util.find_spec
   monkeypatch.setattr(tfds_source.importlib.util, "find_spec",
                       lambda name, *a: None if name == "tensorflow" else real(name, *a))
   c.tfds_download = True
-  with pytest.raises(DataError, match=r'not prepared .*needs TensorFlow: pip install "jaxgan\[tfds\]"'):
+  with pytest.raises(DataError, match=r'not prepared .*jaxgan prepare tfds:cycle_gan/facades .*needs TensorFlow '
+                     r'for that step only: pip install -e "\.\[tfds\]"'):
     _pipe(c)
   assert os.listdir(tmp_path) == [] or not any(f.endswith(".array_record") for _, _, fs in os.walk(tmp_path) for f in fs)
 
