@@ -9,8 +9,8 @@ would compile the train step again) and any batch of more than one image
 
 Sizes come from the sources' optional ``image_size(index) -> (w, h) | None``
 (domains) / ``image_sizes(index) -> ((wa, ha), (wb, hb)) | None`` (pairs):
-folders read file headers (no decoding: about 10 s per 100,000 files on the
-2-core development machine, see ``scripts/benchmark_data.py --scan``), the demo
+folders read file headers (no decoding: 70-80 us a file on the shared 2-core
+development machine, see ``scripts/benchmark_data.py --scan``), the demo
 data know their size. A source without them (TFDS) is checked on its first
 :data:`SAMPLE` images, decoded.
 """
