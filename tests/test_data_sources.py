@@ -307,6 +307,13 @@ def test_tfds_cycle_gan_through_random_access(mock_tfds):
     _pipe(_cfg(dataset="tfds:cycle_gan/horse2zebra"))
 
 
+def test_tfds_size_check_decodes_a_sample(mock_tfds):
+  """TFDS records have no cheap size: the one-size check decodes the first few (mock images vary in size)."""
+  c = _cfg("cyclegan", dataset="tfds:cycle_gan/horse2zebra", load_size=16, crop_size=12, preprocess="scale_width")
+  with pytest.raises(DataError, match=r"horse2zebra\[trainA\]\[0\] \(\d+x\d+, WxH\) becomes .*image pools"):
+    _pipe(c)
+
+
 def test_tfds_user_chosen_feature_pair(mock_tfds):
   c = _cfg(dataset="tfds:oxford_iiit_pet", tfds_features="image,segmentation_mask", output_nc=1)
   p = _pipe(c)

@@ -2,9 +2,10 @@
 
 Owns: the list of readable extensions, decoding a file to a numpy array in its
 own bit depth (``uint8`` / ``uint16`` / ``float32`` HxWxC, EXIF orientation
-applied), reading an image's size from its header (:func:`image_size`), converting channel counts the way the reference does (PIL's luma for
-RGB -> gray, alpha dropped for RGBA -> RGB, gray replicated for gray -> RGB),
-and the public helpers :func:`load_image` / :func:`save_image`.
+applied), reading an image's size from its header (:func:`image_size`),
+converting channel counts the way the reference does (PIL's luma for RGB ->
+gray, alpha dropped for RGBA -> RGB, gray replicated for gray -> RGB), and the
+public helpers :func:`load_image` / :func:`save_image`.
 
 Pillow reads 8-bit images of every listed format and 16-bit grayscale; it
 truncates 16-bit *colour* PNGs to 8 bits, so those are decoded here by a small

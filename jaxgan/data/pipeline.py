@@ -266,10 +266,11 @@ def create_pipeline(config: Any, *, split: str = "train", seed: int | None = Non
   unpaired data; other splits: the reference's test-time preprocessing
   (load_size = crop_size: resized whole, no random crop, no flip), no
   shuffle unless asked, and aligned (``.paired``) where the data allow it.
-  ``seed`` defaults to ``config.seed``; processes default to JAX's. ``num_epochs=None`` repeats
-  forever with a new shuffle each epoch. Batches are ``{"A": float32
-  [batch_size // process_count, H, W, input_nc], "B": [..., output_nc]}`` in
-  [-1, 1]; with ``direction="BtoA"`` the dataset's B side is the input "A".
+  ``seed`` defaults to ``config.seed``; processes default to JAX's.
+  ``num_epochs=None`` repeats forever with a new shuffle each epoch. Batches
+  are ``{"A": float32 [batch_size // process_count, H, W, input_nc], "B":
+  [..., output_nc]}`` in [-1, 1]; with ``direction="BtoA"`` the dataset's B
+  side is the input "A".
   A training split whose images would come out in several sizes where the run
   needs one (CycleGAN, or batches of several images, with
   ``preprocess=scale_width`` or ``none``) is refused here, from the image

@@ -16,11 +16,13 @@ data know their size. A source without them (TFDS) is checked on its first
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jaxgan.data.image_io import DataError
 from jaxgan.data.preprocess import PreprocessOptions, target_size
-from jaxgan.data.sources import SplitData
+
+if TYPE_CHECKING:
+  from jaxgan.data.sources import SplitData
 
 SIZE_KEEPING_MODES = ("scale_width", "none")   # the output size depends on each input's size
 SAMPLE = 32                                    # images decoded per domain when a source has no cheap size
@@ -57,7 +59,7 @@ def needs_one_size(config: Any, opt: PreprocessOptions, local_batch_size: int) -
   return ""
 
 
-def check_one_size(data: SplitData, opt: PreprocessOptions, *, why: str, label: str = "") -> None:
+def check_one_size(data: "SplitData", opt: PreprocessOptions, *, why: str, label: str = "") -> None:
   """Raise :class:`DataError` when a domain's images come out of ``opt`` (training) in more than one size.
 
   ``why`` says what needs one size (it goes into the message). Each domain
