@@ -9,16 +9,15 @@ does not: TensorFlow's image encoding and any download (cycle_gan's archives).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
 import numpy as np
 import pytest
 
+from jaxgan import cli
 from jaxgan import config as config_lib
-from jaxgan.commands import prepare as prepare_command
-from jaxgan.data import DataError, create_pipeline, tfds_source
+from jaxgan.data import create_pipeline, tfds_source
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -48,11 +47,18 @@ class JaxganPrepareTiny(tfds.core.GeneratorBasedBuilder):
       yield f"{split}{i}", {"photo": photo, "mask": photo[..., :1] // 2}
 
 
+@pytest.fixture(autouse=True)
+def _cache_env(monkeypatch):
+  monkeypatch.setenv("JAXGAN_CACHE_DIR", os.environ.get("JAXGAN_CACHE_DIR", "/tmp/jaxgan-test-xla-cache"))
+
+
 def _prepare(*argv: str) -> int:
-  """The command line ``jaxgan prepare ARGV...`` through the command's own parser."""
-  parser = argparse.ArgumentParser(prog="jaxgan")
-  prepare_command.add_parser(parser.add_subparsers(dest="command"))
-  return prepare_command.run(parser.parse_args(["prepare", *argv]))
+  """The command line ``jaxgan prepare ARGV...``: its exit status."""
+  return cli.main(["prepare", *argv])
+
+
+def _json_line(capsys) -> dict:
+  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def _files(root):
@@ -64,7 +70,7 @@ def test_prepare_writes_array_record_that_jaxgan_reads(tmp_path, monkeypatch, ca
   monkeypatch.setattr(tfds_source, "tensorflow_available", lambda: True)   # this builder needs no TensorFlow
   data_dir = str(tmp_path / "tfds")
   assert _prepare(f"tfds:{NAME}", "--data_dir", data_dir) == 0
-  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  out = _json_line(capsys)
   assert out["splits"] == {"train": 4, "test": 2} and not out["already_prepared"]
   names = [f for f, _ in _files(data_dir)]
   assert any(".array_record-" in f for f in names) and not any("tfrecord" in f for f in names), names
@@ -79,23 +85,23 @@ def test_prepare_writes_array_record_that_jaxgan_reads(tmp_path, monkeypatch, ca
   assert b["A"].shape == (1, 8, 8, 3) and b["B"].shape == (1, 8, 8, 1)
   before = _files(data_dir)
   assert _prepare(f"tfds:{NAME}", "--data_dir", data_dir) == 0               # a second run changes nothing
-  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["already_prepared"]
+  assert _json_line(capsys)["already_prepared"]
   assert _files(data_dir) == before
 
 
-def test_prepare_without_tensorflow_says_how_and_writes_nothing(tmp_path, monkeypatch):
+def test_prepare_without_tensorflow_says_how_and_writes_nothing(tmp_path, monkeypatch, capsys):
   monkeypatch.setattr(tfds_source, "tensorflow_available", lambda: False)
-  with pytest.raises(DataError, match=r'needs TensorFlow .*pip install -e "\.\[tfds\]"'):
-    _prepare(f"tfds:{NAME}", "--data_dir", str(tmp_path))
+  assert _prepare(f"tfds:{NAME}", "--data_dir", str(tmp_path)) == 1
+  err = capsys.readouterr().err
+  assert "needs TensorFlow (only for this step" in err and 'pip install -e ".[tfds]"' in err, err
   assert _files(tmp_path) == []
-  with pytest.raises(DataError, match="TFDS does not know 'no_such_dataset_xyz'"):
-    _prepare("tfds:no_such_dataset_xyz", "--data_dir", str(tmp_path))
-  from jaxgan.commands.base import UsageError
-  with pytest.raises(UsageError, match="only tfds:NAME"):
-    _prepare("folder:/data/x")
+  assert _prepare("tfds:no_such_dataset_xyz", "--data_dir", str(tmp_path)) == 1
+  assert "TFDS does not know 'no_such_dataset_xyz'" in capsys.readouterr().err
+  assert _prepare("folder:/data/x") == 2
+  assert "only tfds:NAME[/CONFIG] datasets are prepared" in capsys.readouterr().err
 
 
-def test_prepare_refuses_and_keeps_a_tfrecord_copy(tmp_path, monkeypatch):
+def test_prepare_refuses_and_keeps_a_tfrecord_copy(tmp_path, monkeypatch, capsys):
   """A dataset prepared by plain ``download_and_prepare()`` (TFRecord) is neither read nor replaced."""
   monkeypatch.setattr(tfds_source, "tensorflow_available", lambda: True)
   assert _prepare(f"tfds:{NAME}", "--data_dir", str(tmp_path)) == 0
@@ -106,6 +112,7 @@ def test_prepare_refuses_and_keeps_a_tfrecord_copy(tmp_path, monkeypatch):
   with open(info, "w") as f:
     json.dump(meta, f)
   before = _files(tmp_path)
-  with pytest.raises(DataError, match=r"stored as .*tfrecord.*does not replace it"):
-    _prepare(f"tfds:{NAME}", "--data_dir", str(tmp_path))
+  assert _prepare(f"tfds:{NAME}", "--data_dir", str(tmp_path)) == 1
+  err = capsys.readouterr().err
+  assert "is stored as tfrecord" in err and "jaxgan does not replace it" in err, err
   assert _files(tmp_path) == before
