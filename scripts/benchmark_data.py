@@ -157,10 +157,6 @@ def measure_scan(n: int, scan_dir: str | None) -> dict:
     assert len(data.domain_a) == len(data.domain_b) == n and data.pairs is None
     row = {"mode": "scan", "files_per_domain": n, "open_folder_s": round(t_open, 2),
            "write_files_s": round(t_make, 1), "cpus": os.cpu_count()}
-    try:
-      from jaxgan.data import sizes  # pylint: disable=import-outside-toplevel
-    except ImportError:
-      return row
     c.preprocess, c.load_size, c.crop_size = "scale_width", 4, 4
     t0 = time.perf_counter()
     create_pipeline(c, process_index=0, process_count=1)       # opens the folder again + checks 2n headers

@@ -184,6 +184,8 @@ def test_benchmark_command_reports_each_setting():
   assert [(r["source"], r["batch_size"]) for r in rows] == [("demo:facades", 1), ("demo:facades", 2),
                                                            ("tfds", 1), ("tfds", 2)]
   assert all(r["images_per_s"] > 0 for r in rows)
+  scan, = bench.main(["--scan", "20"])                      # the folder-scan mode, tiny
+  assert scan["files_per_domain"] == 20 and scan["open_folder_s"] >= 0 and "create_pipeline_scale_width_s" in scan
 
 
 @pytest.mark.parametrize("model,dataset", [("pix2pix", "demo:facades"), ("cyclegan", "demo:seasons")])
