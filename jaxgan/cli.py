@@ -25,6 +25,7 @@ pix2pix and CycleGAN in JAX.
   jaxgan train     --config configs/cyclegan_demo.py --workdir runs/demo [--config.KEY=VALUE ...]
   jaxgan translate --workdir runs/demo --input photos/ --output out/ [--direction BtoA]
   jaxgan evaluate  --workdir runs/demo
+  jaxgan prepare   tfds:cycle_gan/horse2zebra        # once, before training on a TFDS dataset
 
 `train` resumes when WORKDIR already holds a checkpoint. Run `jaxgan COMMAND --help` for each command's options.
 """

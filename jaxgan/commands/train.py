@@ -12,7 +12,8 @@ EPILOG = """\
 Every config key can be overridden, e.g.
   --config.num_train_steps=2000 --config.batch_size=4 --config.dataset=folder:/data/horse2zebra
 Datasets: demo:facades, demo:seasons (built in), folder:PATH (trainA/ trainB/ testA/ testB/, or train/ test/
-of side-by-side A|B images), tfds:NAME[/CONFIG] (e.g. tfds:cycle_gan/horse2zebra, prepared beforehand).
+of side-by-side A|B images), tfds:NAME[/CONFIG] (e.g. tfds:cycle_gan/horse2zebra; prepare it once with
+`jaxgan prepare tfds:NAME[/CONFIG]`).
 A recipe may take an argument after a colon: --config configs/cyclegan_horse2zebra.py:monet2photo
 Outputs in WORKDIR: checkpoints/, tensorboard/ (tensorboard --logdir WORKDIR), web/index.html, eval.json.
 SIGTERM or Ctrl-C saves a checkpoint at the next step and exits 0; rerun the same command to resume."""
