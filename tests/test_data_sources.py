@@ -9,7 +9,7 @@ from PIL import Image
 
 from jaxgan import config as config_lib
 from jaxgan.data import DataError, create_pipeline
-from jaxgan.data import demo, demo_facades
+from jaxgan.data import demo, demo_facades, sources
 from jaxgan.data.image_io import to_unit_range
 
 
@@ -114,6 +114,14 @@ def test_demo_seasons_unpaired_train_and_aligned_test():
   assert _pipe(_cfg("cyclegan", dataset="demo:seasons", max_dataset_size=3)).num_examples == 3
   with pytest.raises(DataError, match="demo:cityscapes"):
     _pipe(_cfg(dataset="demo:cityscapes"))
+
+
+def test_every_dataset_kind_has_a_registered_backend():
+  """The backends register themselves at import (jaxgan.data imports them); only config's kinds are accepted."""
+  assert sorted(sources._OPENERS) == sorted(config_lib.DATASET_KINDS)   # pylint: disable=protected-access
+  assert sources._OPENERS["demo"] is demo.open_demo                      # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="DATASET_KINDS"):
+    sources.register("http")
 
 
 @pytest.mark.parametrize("name", ["facades", "seasons"])
