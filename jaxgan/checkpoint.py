@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 # Keys that fix the shapes of the state: a checkpoint written with other values cannot be resumed.
 STRUCTURAL_KEYS = ("model", "netG", "netD", "norm", "input_nc", "output_nc", "ngf", "ndf", "n_layers_D")
-# CycleGAN only: the image pools' shapes.
-POOL_KEYS = ("pool_size",)
 CHECKPOINT_SUBDIR = "checkpoints"
 QUARANTINE_SUBDIR = "unreadable_checkpoints"
 
@@ -55,8 +53,9 @@ def checkpoint_dir(workdir: str | Path) -> Path:
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
   """Human-readable differences in the keys that fix the state's shapes ([] when compatible)."""
   keys = list(STRUCTURAL_KEYS)
-  if current.get("model") == "cyclegan" or saved.get("model") == "cyclegan":
-    keys += list(POOL_KEYS)
+  for model in dict.fromkeys((saved.get("model"), current.get("model"))):
+    if model in objectives.NAMES:
+      keys += [k for k in objectives.get(model).STATE_KEYS if k not in keys]
   diffs = []
   for key in keys:
     a, b = saved.get(key), current.get(key)
