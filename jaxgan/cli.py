@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--step", type=int, default=None, help="checkpoint step to use (default: newest)")
   p.add_argument("--eval", action="store_true", help="running BatchNorm averages and no dropout")
   p.add_argument("--batches", type=int, default=-1, help="evaluate at most this many batches (-1: all)")
+  from jaxgan import commands
+  for command in commands.COMMANDS:
+    command.add_parser(sub)
   return parser
 
 
@@ -322,7 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     enable_compilation_cache()
     if args.command == "train":
       return _train(args, config)
-    from jaxgan import inference
+    from jaxgan import commands, inference
+    by_name = {c.NAME: c for c in commands.COMMANDS}
+    if args.command in by_name:
+      return by_name[args.command].run(args)
     if args.command == "translate":
       return inference.translate_command(args)
     return inference.evaluate_command(args)
