@@ -29,6 +29,14 @@ def _torch():
   return torch
 
 
+def _reason(error: Exception) -> str:
+  """The informative part of torch's weights-only error (not its advice to load with weights_only=False)."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  boiler = ("Weights only load failed", "Check the documentation", "Please file an issue")
+  kept = [l for l in lines if not l.startswith(boiler)]
+  return " ".join(kept) or (lines[0] if lines else type(error).__name__)
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """The state_dict stored in ``path`` as ``{key: float32/int numpy array}`` (``module.`` prefix removed).
 
@@ -44,7 +52,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   except Exception as e:  # UnpicklingError for non-weights content, RuntimeError for a non-torch file
     raise ValueError(f"{path}: cannot be read as a PyTorch state_dict with weights_only=True "
                      f"(not a plain weights file, or corrupt; nothing in it was executed): "
-                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+                     f"{type(e).__name__}: {_reason(e)}") from e
   if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
     obj = obj["state_dict"]
   if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
