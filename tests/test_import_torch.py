@@ -58,10 +58,11 @@ def run_cli(*args) -> int:
   return cli.main([str(a) for a in args])
 
 
-def save(net, path: Path, transform=None) -> Path:
-  """``torch.save(net.state_dict(), path)`` as the reference's ``save_networks`` (optionally altered)."""
+def save(net, path: Path, transform=None, legacy_format: bool = False) -> Path:
+  """``torch.save(net.state_dict(), path)`` as the reference's ``save_networks`` (optionally altered);
+  ``legacy_format``: the pre-1.6 serialisation (not a zip) of older checkpoints."""
   sd = net.state_dict()
-  torch.save(transform(sd) if transform else sd, path)
+  torch.save(transform(sd) if transform else sd, path, _use_new_zipfile_serialization=not legacy_format)
   return path
 
 
@@ -107,7 +108,8 @@ def norm_prefixes(net_name: str, kind: str = "G") -> list[str]:
 
 @pytest.fixture(scope="module")
 def cyclegan_import(tmp_path_factory):
-  """A full CycleGAN saved as a training run saves it; G_A as a pre-0.4 file, G_B through DataParallel."""
+  """A full CycleGAN saved as a training run saves it; G_A as an old file (pre-0.4 InstanceNorm statistics,
+  pre-1.6 serialisation), G_B with DataParallel's ``module.`` keys."""
   tmp = tmp_path_factory.mktemp("cyc")
   nets = {"G_A": R.randomize_(R.define_G(3, 3, 4, "resnet_1blocks", "instance"), 1, G_SCALE),
           "G_B": R.randomize_(R.define_G(3, 3, 4, "resnet_1blocks", "instance"), 2, G_SCALE),
@@ -122,7 +124,8 @@ def cyclegan_import(tmp_path_factory):
     return sd
 
   transforms = {"G_A": legacy, "G_B": lambda sd: {f"module.{k}": v for k, v in sd.items()}}
-  files = [save(n, tmp / f"latest_net_{r}.pth", transforms.get(r)) for r, n in nets.items()]
+  files = [save(n, tmp / f"latest_net_{r}.pth", transforms.get(r), legacy_format=r == "G_A")
+           for r, n in nets.items()]
   recipe = tmp / "tiny_cyclegan.py"
   recipe.write_text(RECIPE)
   wd = tmp / "run"
