@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
+
+from jaxgan import objectives
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +305,15 @@ def list_steps(workdir: str | Path) -> list[int]:
     return ckpt.steps()
   finally:
     ckpt.close()
+
+
+def abstract_state_for(meta: Mapping[str, Any], sharding: Any) -> Any:
+  """ShapeDtypeStructs (placed with ``sharding``) of the state a checkpoint's meta describes (no compute).
+
+  The objective registry builds the state's shapes from the config and batch shapes the meta records.
+  """
+  config = ml_collections.ConfigDict(meta["config"])
+  return with_sharding(objectives.abstract_state(config, meta["batch_shapes"]), sharding)
 
 
 def with_sharding(abstract: Any, sharding: Any) -> Any:

@@ -252,9 +252,9 @@ def test_detect_every_reference_network(norm):
 
 def test_fresh_state_matches_the_objectives_init(monkeypatch):
   """build_state's zeros outside the networks equal a real init's (optimiser, pools, step)."""
-  from jaxgan import common, train
+  from jaxgan import nets as nets_lib, objectives
   from jaxgan.interop import detect
-  real_init_network = common.init_network
+  real_init_network = nets_lib.init_network
 
   def zeros_init_network(module, rng, sample):  # skip the compiled initialisers: networks are replaced anyway
     shapes = jax.eval_shape(lambda: real_init_network(module, rng, sample))
@@ -269,8 +269,8 @@ def test_fresh_state_matches_the_objectives_init(monkeypatch):
   with plan.config.unlocked():
     plan.config.crop_size, plan.config.pool_size = 32, 3
   state, batch = workdir.build_state(plan)
-  monkeypatch.setattr(common, "init_network", zeros_init_network)
-  fresh = train.model_module(plan.config).init(jax.random.PRNGKey(0), plan.config, batch)
+  monkeypatch.setattr(nets_lib, "init_network", zeros_init_network)
+  fresh = objectives.for_config(plan.config).init(jax.random.PRNGKey(0), plan.config, batch)
   for field in ("step", "opt_state", "pools"):
     a, b = jax.tree_util.tree_leaves(getattr(state, field)), jax.tree_util.tree_leaves(getattr(fresh, field))
     assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b)), field

@@ -65,8 +65,8 @@ def parse_roles(text: str | None, n_files: int) -> list[str] | None:
 def load_recipe(spec: str | None):
   if spec is None:
     return None
-  from jaxgan import cli  # pylint: disable=import-outside-toplevel
-  return cli.load_config_file(spec)
+  from jaxgan.commands.config_args import load_config_file  # pylint: disable=import-outside-toplevel
+  return load_config_file(spec)
 
 
 def run(args: argparse.Namespace) -> int:

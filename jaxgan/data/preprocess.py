@@ -15,29 +15,23 @@ and no flip.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from jaxgan import config as config_lib
 from jaxgan.data.image_io import DataError, to_unit_range
 
-PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
-
-_RESNET = re.compile(r"resnet_(\d+)blocks")
-_UNET = re.compile(r"unet_(\d+)")
+PREPROCESS_MODES = config_lib.PREPROCESS
 
 
 def generator_stride(netG: str) -> int:
-  """H and W must be multiples of this for ``netG``: 4 for ResNet, N for unet_N (2**num_downs)."""
-  name = str(netG)
-  if _RESNET.fullmatch(name):
-    return 4
-  m = _UNET.fullmatch(name)
-  if m:
-    return int(m.group(1))
-  raise DataError(f"netG={netG!r}: cannot tell its stride (expected resnet_<n>blocks or unet_<N>)")
+  """H and W must be multiples of this for ``netG`` (:func:`jaxgan.config.generator_stride`), as a DataError."""
+  try:
+    return config_lib.generator_stride(netG)
+  except ValueError as e:
+    raise DataError(str(e)) from None
 
 
 @dataclasses.dataclass(frozen=True)

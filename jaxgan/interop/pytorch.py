@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgan import models
-from jaxgan.config import NORMS
+from jaxgan.config import NORMS, parse_netG
 
 KINDS = ("G", "D")
 _BN_IGNORED = ("num_batches_tracked",)
@@ -124,7 +124,7 @@ def reference_layers(*, kind: str, net: str, norm: str, n_layers_D: int = 3,
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
   if kind == "G":
     try:
-      family, n = models.parse_netG(net)
+      family, n = parse_netG(net)
     except ValueError:
       raise ValueError(f"net={net!r} is not a generator: use resnet_9blocks, resnet_6blocks (resnet_<n>blocks), "
                        "unet_256, unet_128 or unet_<N> (N a power of two >= 32)") from None

@@ -222,8 +222,7 @@ def plan_import(nets: Sequence[ImportedNet], *, model: str | None = None, direct
     if workdir_model == "cyclegan" and input_nc != output_nc and float(config.lambda_identity) > 0:
       config.lambda_identity = 0.0
       notes.append("lambda_identity set to 0: the identity loss needs input_nc == output_nc")
-  from jaxgan import models  # pylint: disable=import-outside-toplevel
-  stride = models.generator_stride(netG)
+  stride = config_lib.generator_stride(netG)
   if int(config.crop_size) % stride:
     raise ValueError(f"config.crop_size={config.crop_size} is not a multiple of {stride}, the stride of {netG}; "
                      "use a --config recipe with a crop_size that is")
@@ -244,14 +243,13 @@ def build_state(plan: ImportPlan) -> tuple[Any, dict]:
   nor used. ``tests/test_import_torch.py`` checks this against a real ``init``.
   """
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from jaxgan import train  # pylint: disable=import-outside-toplevel
+  from jaxgan import objectives  # pylint: disable=import-outside-toplevel
   config = plan.config
   crop = int(config.crop_size)
   batch = {"A": np.zeros((1, crop, crop, int(config.input_nc)), np.float32),
            "B": np.zeros((1, crop, crop, int(config.output_nc)), np.float32)}
-  objective = train.model_module(config)
   seed = int(config.seed)
-  abstract = jax.eval_shape(lambda: objective.init(jax.random.PRNGKey(seed), config, batch))
+  abstract = objectives.abstract_state(config, {k: v.shape for k, v in batch.items()})
   state = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), abstract)
   params, stats = dict(state.params), dict(state.batch_stats)
   for slot, net in plan.slots.items():
