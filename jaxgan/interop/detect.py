@@ -157,13 +157,15 @@ def detect(sd: Mapping[str, Any], *, norm: str | None = None, use_dropout: bool 
     spec_dropout = use_dropout if got_kind == "G" else None
   variables = pytorch.convert_state_dict(sd, kind=got_kind, net=net, norm=found_norm, n_layers_D=n_layers,
                                          use_dropout=bool(found_dropout))
-  first = sd[f"{pytorch.reference_layers(kind=got_kind, net=net, norm=found_norm, n_layers_D=n_layers)[0].prefix}"
-             ".weight"]
-  if got_kind == "G":
-    layers = pytorch.reference_layers(kind="G", net=net, norm=found_norm, use_dropout=bool(found_dropout))
-    out_nc = sd[f"{layers[-1].prefix}.weight"].shape[0] if is_resnet else sd[f"{layers[1].prefix}.weight"].shape[1]
-  else:
+  layers = pytorch.reference_layers(kind=got_kind, net=net, norm=found_norm, n_layers_D=n_layers,
+                                    use_dropout=bool(found_dropout))
+  first = sd[f"{layers[0].prefix}.weight"]          # conv (out, in, kh, kw)
+  if got_kind == "D":
     out_nc = 1
+  elif is_resnet:                                    # the 7x7 head conv (out, in, kh, kw)
+    out_nc = sd[f"{layers[-1].prefix}.weight"].shape[0]
+  else:                                              # the outermost ConvTranspose2d (in, out, kh, kw)
+    out_nc = sd[f"{layers[1].prefix}.weight"].shape[1]
   spec = NetSpec(kind=got_kind, net=net, norm=found_norm, input_nc=int(first.shape[1]), output_nc=int(out_nc),
                  width=int(first.shape[0]), n_layers_D=int(n_layers), use_dropout=spec_dropout, notes=tuple(notes))
   return spec, variables
