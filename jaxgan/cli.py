@@ -22,10 +22,12 @@ from jaxgan.commands.config_args import (apply_overrides, load_config_file, spli
 DESCRIPTION = """\
 pix2pix and CycleGAN in JAX.
 
-  jaxgan train     --config configs/cyclegan_demo.py --workdir runs/demo [--config.KEY=VALUE ...]
-  jaxgan translate --workdir runs/demo --input photos/ --output out/ [--direction BtoA]
-  jaxgan evaluate  --workdir runs/demo
-  jaxgan prepare   tfds:cycle_gan/horse2zebra        # once, before training on a TFDS dataset
+  jaxgan train        --config configs/cyclegan_demo.py --workdir runs/demo [--config.KEY=VALUE ...]
+  jaxgan translate    --workdir runs/demo --input photos/ --output out/ [--direction BtoA]
+  jaxgan evaluate     --workdir runs/demo
+  jaxgan prepare      tfds:cycle_gan/horse2zebra           # once, before training on a TFDS dataset
+  jaxgan import-torch latest_net_G_A.pth latest_net_G_B.pth --workdir runs/imported
+  jaxgan pretrained   horse2zebra --workdir runs/h2z       # the authors' released models (--list)
 
 `train` resumes when WORKDIR already holds a checkpoint. Run `jaxgan COMMAND --help` for each command's options.
 """

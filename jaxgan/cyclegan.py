@@ -32,6 +32,10 @@ Batch = Mapping[str, jax.Array]
 GENERATORS = ("G_AB", "G_BA")
 DIRECTIONS = ("AtoB", "BtoA")
 GENERATOR_FOR = {"AtoB": "G_AB", "BtoA": "G_BA"}   # direction -> generator in ``params``
+PAIRED = False                                     # unpaired domains
+STATE_KEYS = ("pool_size",)                        # the image pools' shapes
+ONE_IMAGE_SIZE = ("CycleGAN's image pools hold images of one fixed shape (and every new size would compile the "
+                  "train step again)")
 DISCRIMINATORS = ("D_A", "D_B")
 
 

@@ -6,7 +6,11 @@ An objective is a module with the contract of :mod:`jaxgan.pix2pix` and
 * ``init(rng, config, batch) -> state``, ``train_step(state, batch, *, config) -> (state, metrics)``,
   ``translate(state, images, *, config, direction, eval_mode, rng) -> images`` (pure);
 * ``DIRECTIONS``: the directions ``translate`` accepts (``("AtoB",)`` for one generator);
-* ``GENERATOR_FOR``: direction -> the name of the generator that ``params`` holds for it.
+* ``GENERATOR_FOR``: direction -> the name of the generator that ``params`` holds for it;
+* ``PAIRED``: whether training needs aligned A/B pairs;
+* ``STATE_KEYS``: config keys, beyond the networks' (:data:`jaxgan.checkpoint.STRUCTURAL_KEYS`), that fix the
+  state's shapes (a checkpoint with other values cannot be resumed);
+* ``ONE_IMAGE_SIZE``: why training needs all images of one size ('' when nothing does but batching).
 
 The training loop, inference, checkpoint restore and the PyTorch import ask this
 registry (:func:`get`, :func:`abstract_state`) instead of testing

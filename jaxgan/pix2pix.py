@@ -29,6 +29,9 @@ from jaxgan import checks, config as config_lib, losses, nets, optim
 Batch = Mapping[str, jax.Array]
 DIRECTIONS = ("AtoB",)            # one generator: input -> output of the training pairs
 GENERATOR_FOR = {"AtoB": "G"}     # direction -> generator in ``params``
+PAIRED = True                     # trains on aligned A/B pairs
+STATE_KEYS: tuple[str, ...] = ()  # config keys beyond the networks' that fix the state's shapes
+ONE_IMAGE_SIZE = ""               # why training needs one image size ('' : only a batch of > 1 does)
 
 
 @flax.struct.dataclass

@@ -183,9 +183,10 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
   start, resumed = 0, bool(ckpt.steps())
   if resumed:
     abstract = checkpoint.with_sharding(jax.eval_shape(lambda: state), parallel.replicated_sharding(mesh))
-    start, state, _ = ckpt.restore_newest(config.to_dict(), lambda _meta: abstract, data_iterator=iterator,
-                                          quarantine=parallel.is_main_process())
+    start, state, meta = ckpt.restore_newest(config.to_dict(), lambda _meta: abstract, data_iterator=iterator,
+                                             quarantine=parallel.is_main_process())
     log.info("resumed from %s at step %d", ckpt.step_path(start), start)
+    resumed = checkpoint.IMPORTED_KEY not in meta   # imported weights: the data starts from the beginning
   else:
     state = parallel.replicate(state, mesh)
   return _Run(model, pipeline, iterator, mesh, state, int(start), first, resumed, make_meta(config, first))

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from jaxgan import objectives
 from jaxgan.data import sizes
 from jaxgan.data.image_io import DataError, convert_channels
 from jaxgan.data.preprocess import PreprocessOptions, preprocess_images
@@ -292,7 +293,7 @@ def create_pipeline(config: Any, *, split: str = "train", seed: int | None = Non
   opt = PreprocessOptions.from_config(config)
   data = open_split(config, split)
   model = str(config.get("model", "pix2pix"))
-  paired = model == "pix2pix" or (not train and data.pairs is not None)
+  paired = objectives.get(model).PAIRED or (not train and data.pairs is not None)
   if paired and data.pairs is None:
     raise DataError(f"model={model!r} needs aligned A/B pairs, but dataset={config.dataset!r} split {split!r} is "
                     f"unpaired: {data.why_unpaired or 'it has two independent domains'}")

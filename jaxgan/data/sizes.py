@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from jaxgan import objectives
 from jaxgan.data.image_io import DataError
 from jaxgan.data.preprocess import PreprocessOptions, target_size
 
@@ -51,9 +52,9 @@ def needs_one_size(config: Any, opt: PreprocessOptions, local_batch_size: int) -
   """Why this training run needs one output size ('' when it does not)."""
   if opt.preprocess not in SIZE_KEEPING_MODES:
     return ""
-  if str(config.get("model", "pix2pix")) == "cyclegan":
-    return ("CycleGAN's image pools hold images of one fixed shape (and every new size would compile the "
-            "train step again)")
+  why = objectives.for_config(config).ONE_IMAGE_SIZE
+  if why:
+    return why
   if local_batch_size > 1:
     return f"a batch stacks {local_batch_size} images, which must have one size"
   return ""
