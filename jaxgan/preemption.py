@@ -20,11 +20,11 @@ JAX's own preemption service (``multihost_utils.reached_preemption_sync_point``,
 on by default with ``jax.distributed``) catches SIGTERM in C++ from
 ``jax.distributed.initialize`` on, until the loop's Python handler replaces it.
 A SIGTERM in that window (start-up, restore, compilation) reaches only the
-service, so :meth:`StopAgreement.poll` also asks it, with a counter of the
-boundaries of this loop that is equal on all processes: the service then stops
-every process at the loop's first boundary (its own agreement protocol, through
-the coordination service). The vote covers SIGTERM and SIGINT alike during the
-loop, on every backend (tested with gloo on CPU).
+service, so :meth:`StopAgreement.poll` also asks it, with a count of this
+loop's boundaries (equal on all processes, as the service requires): its own
+protocol, through the coordination service, picks one boundary for all (the
+first, for a notice that came before the loop). The vote covers SIGTERM and
+SIGINT alike during the loop, on every backend (tested with gloo on CPU).
 """
 from __future__ import annotations
 
@@ -89,6 +89,7 @@ class StopAgreement:
       self._in = NamedSharding(mesh, P(mesh.axis_names))
       self._n_local = len(mesh.local_devices)
       self._gather = jax.jit(lambda flags: flags, out_shardings=NamedSharding(mesh, P()))
+      self._inputs: dict[int, jax.Array] = {}
 
   def poll(self, step: int) -> str | None:
     """None to go on, else why every process stops after ``step`` (``"SIGTERM"``, ``"SIGTERM on process 1"``)."""
@@ -96,13 +97,19 @@ class StopAgreement:
       return self._stop.requested
     self._boundaries += 1
     notice = self._service_notice()
-    local = np.full((self._n_local,), self._stop.signum, np.int32)
-    vote = self._gather(jax.make_array_from_process_local_data(self._in, local))
+    vote = self._gather(self._flags(self._stop.signum))
     previous, self._pending = self._pending, vote
     flags = np.asarray(previous.addressable_data(0)) if previous is not None else np.zeros((1,), np.int32)
     if not (notice or flags.any()):
       return None
     return self._describe(flags, notice, step)
+
+  def _flags(self, signum: int) -> jax.Array:
+    """This process's flag on each of its devices, as the global [devices] array (kept: it rarely changes)."""
+    if signum not in self._inputs:
+      local = np.full((self._n_local,), signum, np.int32)
+      self._inputs[signum] = jax.make_array_from_process_local_data(self._in, local)
+    return self._inputs[signum]
 
   def _service_notice(self) -> bool:
     if not self._service:
