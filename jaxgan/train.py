@@ -26,7 +26,7 @@ import numpy as np
 
 import jaxgan
 from jaxgan import checkpoint, checks, objectives, parallel, reporting
-from jaxgan.preemption import StopAgreement, StopSignal  # noqa: F401 (StopSignal: public here before)
+from jaxgan.preemption import StopAgreement, StopSignal
 
 log = logging.getLogger(__name__)
 
