@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--step", type=int, default=None, help="checkpoint step to use (default: newest)")
   p.add_argument("--eval", action="store_true", help="running BatchNorm averages and no dropout")
   p.add_argument("--batches", type=int, default=-1, help="evaluate at most this many batches (-1: all)")
+
+  from jaxgan.commands import fid as fid_command  # pylint: disable=import-outside-toplevel
+  fid_command.add_parser(sub)
   return parser
 
 
@@ -322,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     enable_compilation_cache()
     if args.command == "train":
       return _train(args, config)
+    if args.command == "fid":
+      from jaxgan.commands import fid as fid_command  # pylint: disable=import-outside-toplevel
+      return fid_command.run(args)
     from jaxgan import inference
     if args.command == "translate":
       return inference.translate_command(args)
