@@ -4,6 +4,7 @@
     python scripts/benchmark.py --model pix2pix --dtype bfloat16 --devices 2
     python scripts/benchmark.py --ops [--op-filter resblock] [--compare torch]
     python scripts/benchmark.py --data [benchmark_data options ...]
+    python scripts/benchmark.py --fid [bench_fid options ...]   # FID features/s against pytorch-fid
 
 Step mode times ``jax.jit(train_step)`` (state donated) on random images: the
 real recipe of ``configs`` defaults (pix2pix: unet_256 + basic PatchGAN, batch
@@ -566,10 +567,16 @@ def parse_args(argv: Sequence[str] | None):
   p.add_argument("--op-filter", default="", help="--ops: comma list of substrings of case names")
   p.add_argument("--reps", type=int, default=5, help="--ops: interleaved repeats")
   p.add_argument("--data", action="store_true", help="forward the other arguments to scripts/benchmark_data.py")
+  p.add_argument("--fid", action="store_true", help="forward the other arguments to scripts/bench_fid.py")
   return p.parse_known_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict | list | None:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if "--fid" in argv:   # all other arguments are bench_fid's (some share names with this script's)
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import bench_fid  # pylint: disable=import-outside-toplevel
+    return bench_fid.main([a for a in argv if a != "--fid"])
   args, rest = parse_args(argv)
   if args.data:
     sys.path.insert(0, os.path.join(ROOT, "scripts"))

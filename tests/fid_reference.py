@@ -21,14 +21,12 @@ import sys
 import types
 
 import numpy as np
-import pytest
-
-from conftest import require_torch, torch_required_by_env
 
 _STUB = "torchvision._meta_registrations"
 
 
-def _import_torchvision():
+def import_torchvision():
+  """torchvision, importable beside the CPU build of torch (module doc); no pytest needed."""
   try:
     import torchvision  # pylint: disable=import-outside-toplevel
     return torchvision
@@ -44,9 +42,11 @@ def _import_torchvision():
 
 def import_pytorch_fid():
   """``(pytorch_fid.inception, pytorch_fid.fid_score)``; skips (or fails under JAXGAN_REQUIRE_TORCH=1) without them."""
+  import pytest  # pylint: disable=import-outside-toplevel
+  from conftest import require_torch, torch_required_by_env  # pylint: disable=import-outside-toplevel
   require_torch()
   try:
-    _import_torchvision()
+    import_torchvision()
     import pytorch_fid.fid_score as fid_score  # pylint: disable=import-outside-toplevel
     import pytorch_fid.inception as inception  # pylint: disable=import-outside-toplevel
   except ImportError as e:

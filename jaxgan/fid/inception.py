@@ -48,9 +48,22 @@ def _conv_param(module: nn.Module, name: str, cin: int, cout: int, kh: int, kw: 
 
 
 def _conv(x: jax.Array, p: Mapping, stride: int = 1, padding: tuple[int, int] = (0, 0)) -> jax.Array:
-  """``relu(conv(x) + bias)``: a ``BasicConv2d`` with its BatchNorm folded in (NHWC, HWIO)."""
-  y = jax.lax.conv_general_dilated(x, p["kernel"], (stride, stride), ((padding[0],) * 2, (padding[1],) * 2),
+  """``relu(conv(x) + bias)``: a ``BasicConv2d`` with its BatchNorm folded in (NHWC, HWIO).
+
+  An unpadded conv is computed with one row of zero padding whose output row is
+  dropped (the same sums: the zero row only reaches that row): XLA:CPU runs
+  convolutions without any padding on a path 3-4x slower (e.g. Conv2d_4a_3x3 at
+  batch 8: 450 ms plain, 100 ms so; strided ones 1.3x).
+  """
+  kh, kw = p["kernel"].shape[:2]
+  pads = ((padding[0],) * 2, (padding[1],) * 2)
+  unpadded = padding == (0, 0) and kh > 1
+  if unpadded:
+    pads = ((1, 0), (0, 0)) if stride == 1 else ((0, 1), (0, 0))
+  y = jax.lax.conv_general_dilated(x, p["kernel"], (stride, stride), pads,
                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HIGHEST)
+  if unpadded:
+    y = y[:, 1:] if stride == 1 else y[:, :(x.shape[1] - kh) // stride + 1]
   return jax.nn.relu(y + p["bias"])
 
 
