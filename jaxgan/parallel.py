@@ -23,7 +23,6 @@ cluster auto-detection), :func:`is_main_process` gates logs and files.
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -137,6 +136,21 @@ def _without_axis_name(config: Any) -> Any:
   return cfg
 
 
+def shard_over_batch(x: jax.Array) -> jax.Array:
+  """Inside a step traced by :func:`jit_train_step`: constrain ``x`` [N, ...] to be split over ``data``.
+
+  For values computed from the whole global batch in a replicated way (the
+  CycleGAN image pool processes the global batch in order), this tells XLA to
+  run what follows on 1/N of the batch per device instead of the whole batch on
+  every device. Outside a ``data`` mesh (one device, pmap, plain jit) or when N
+  does not split, it returns ``x`` unchanged.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or DATA_AXIS not in mesh.axis_names or x.shape[0] % mesh.shape[DATA_AXIS]:
+    return x
+  return jax.lax.with_sharding_constraint(x, P(DATA_AXIS))
+
+
 def jit_train_step(train_step: Callable, config: Any, mesh: Mesh, *, donate: bool = True) -> Callable:
   """``train_step(state, batch, config=config)`` compiled with state replicated and batch sharded.
 
@@ -144,10 +158,17 @@ def jit_train_step(train_step: Callable, config: Any, mesh: Mesh, *, donate: boo
   :func:`shard_batch` (global batch [N, H, W, C] split over ``data``) and
   ``state`` from :func:`replicate`; it returns the new replicated state and
   replicated float32 metrics. The input state is donated (do not reuse it).
+  The step is traced under the mesh (``jax.sharding.use_abstract_mesh``), so
+  :func:`shard_over_batch` inside it can keep per-device work at 1/N.
   """
   rep, data = replicated_sharding(mesh), batch_sharding(mesh)
-  return jax.jit(functools.partial(train_step, config=_without_axis_name(config)), in_shardings=(rep, data),
-                 out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())
+  cfg = _without_axis_name(config)
+
+  def step(state, batch):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return train_step(state, batch, config=cfg)
+
+  return jax.jit(step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())
 
 
 # ----------------------------------------------------------------------------- pmap

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 import jaxgan
-from jaxgan import checkpoint, parallel, reporting
+from jaxgan import checkpoint, checks, objectives, parallel, reporting
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +49,12 @@ class TrainResult:
   state: Any = None
 
 
-def model_module(config: ml_collections.ConfigDict):
-  """The objective module (:mod:`jaxgan.pix2pix` or :mod:`jaxgan.cyclegan`) for ``config.model``."""
-  if config.model == "pix2pix":
-    from jaxgan import pix2pix
-    return pix2pix
-  if config.model == "cyclegan":
-    from jaxgan import cyclegan
-    return cyclegan
-  raise ValueError(f"config.model must be 'pix2pix' or 'cyclegan', got {config.model!r}")
-
-
 def total_steps(config: ml_collections.ConfigDict) -> int:
-  """``num_train_steps`` when > 0, else ``(n_epochs + n_epochs_decay) * steps_per_epoch``."""
+  """``num_train_steps`` when > 0, else the steps of epochs ``epoch_count`` .. ``n_epochs + n_epochs_decay``."""
   if int(config.num_train_steps) > 0:
     return int(config.num_train_steps)
-  return (int(config.n_epochs) + int(config.n_epochs_decay)) * int(config.steps_per_epoch)
+  epochs = int(config.n_epochs) + int(config.n_epochs_decay) - int(config.get("epoch_count", 1)) + 1
+  return max(epochs, 0) * int(config.steps_per_epoch)
 
 
 def make_meta(config: ml_collections.ConfigDict, batch: Mapping[str, np.ndarray]) -> dict:
@@ -96,15 +86,6 @@ def compiled_train_step(model, config: ml_collections.ConfigDict, mesh) -> Any:
   if key not in _COMPILED:
     _COMPILED[key] = parallel.jit_train_step(model.train_step, config, mesh)
   return _COMPILED[key]
-
-
-def abstract_state_for(meta: Mapping[str, Any], sharding: Any) -> Any:
-  """ShapeDtypeStructs (with ``sharding``) of the state a checkpoint's meta describes (no compute)."""
-  config = ml_collections.ConfigDict(meta["config"])
-  model = model_module(config)
-  dummy = {k: np.zeros([1] + list(meta["batch_shapes"][k][1:]), np.float32) for k in ("A", "B")}
-  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), config, dummy))
-  return checkpoint.with_sharding(abstract, sharding)
 
 
 class StopSignal:
@@ -149,12 +130,6 @@ def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint.Checkpointer
   return {k: float(np.mean([float(v[k]) for v in fetched])) for k in fetched[-1]}
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(dict(data), indent=1) + "\n")
-  os.replace(tmp, path)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                        stop_at_step: int | None = None) -> TrainResult:
   """Train (or resume) the run in ``workdir`` to ``total_steps(config)``, evaluating at the end.
@@ -194,21 +169,24 @@ class _Run:
 def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Checkpointer) -> _Run:
   """Data pipeline, initial state, and the restore of the newest checkpoint when there is one."""
   from jaxgan import data
-  model = model_module(config)
+  model = objectives.for_config(config)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(int(config.batch_size), mesh)   # before any data is read or anything compiled
+  checks.compute_dtype(config)
   pipeline = data.create_pipeline(config, split="train", process_index=jax.process_index(),
                                   process_count=jax.process_count())
   if int(config.steps_per_epoch) <= 0:
     config.steps_per_epoch = int(pipeline.steps_per_epoch)
-  mesh = parallel.make_mesh()
   iterator = pipeline.iterator()
   first = _ab(next(iterator))
   state = init_state(model, config, first, int(config.seed))
   start, resumed = 0, bool(ckpt.steps())
   if resumed:
     abstract = checkpoint.with_sharding(jax.eval_shape(lambda: state), parallel.replicated_sharding(mesh))
-    start, state, _ = ckpt.restore_newest(config.to_dict(), lambda _meta: abstract, data_iterator=iterator,
-                                          quarantine=parallel.is_main_process())
+    start, state, meta = ckpt.restore_newest(config.to_dict(), lambda _meta: abstract, data_iterator=iterator,
+                                             quarantine=parallel.is_main_process())
     log.info("resumed from %s at step %d", ckpt.step_path(start), start)
+    resumed = checkpoint.IMPORTED_KEY not in meta   # imported weights: the data starts from the beginning
   else:
     state = parallel.replicate(state, mesh)
   return _Run(model, pipeline, iterator, mesh, state, int(start), first, resumed, make_meta(config, first))
@@ -294,7 +272,7 @@ def _evaluate(config, state, workdir: Path, reporter, step: int, progress) -> di
     return None
   reporter.evaluation(step, results)
   if parallel.is_main_process():
-    _write_json(workdir / "eval.json", results)
+    reporting.write_json(workdir / "eval.json", results)
     with open(workdir / "eval_history.jsonl", "a") as f:
       f.write(json.dumps(results) + "\n")
     progress.write("eval " + json.dumps(results))

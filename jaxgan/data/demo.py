@@ -81,6 +81,9 @@ class FacadePairs(RandomAccess):
   def name(self, index: int) -> str:
     return f"demo:facades[{self.split}][{index}]"
 
+  def image_sizes(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    return (self.size, self.size), (self.size, self.size)
+
 
 class SeasonDomain(RandomAccess):
   """One style of the seasons landscapes; scene ids ``index * stride + offset``."""
@@ -98,6 +101,9 @@ class SeasonDomain(RandomAccess):
 
   def name(self, index: int) -> str:
     return f"demo:seasons[{self.split}][{self.style} {index}]"
+
+  def image_size(self, index: int) -> tuple[int, int]:
+    return self.size, self.size
 
 
 class SeasonPairs(RandomAccess):

@@ -2,9 +2,10 @@
 
 Owns: the list of readable extensions, decoding a file to a numpy array in its
 own bit depth (``uint8`` / ``uint16`` / ``float32`` HxWxC, EXIF orientation
-applied), converting channel counts the way the reference does (PIL's luma for
-RGB -> gray, alpha dropped for RGBA -> RGB, gray replicated for gray -> RGB),
-and the public helpers :func:`load_image` / :func:`save_image`.
+applied), reading an image's size from its header (:func:`image_size`),
+converting channel counts the way the reference does (PIL's luma for RGB ->
+gray, alpha dropped for RGBA -> RGB, gray replicated for gray -> RGB), and the
+public helpers :func:`load_image` / :func:`save_image`.
 
 Pillow reads 8-bit images of every listed format and 16-bit grayscale; it
 truncates 16-bit *colour* PNGs to 8 bits, so those are decoded here by a small
@@ -163,6 +164,28 @@ def _read_png16(path: PathLike) -> np.ndarray:
   bpp = 2 * channels
   rows = _unfilter_rows(raw, height, width * bpp, bpp)
   return rows.view(">u2").reshape(height, width, channels).astype(np.uint16)
+
+
+_ROTATING_ORIENTATIONS = (5, 6, 7, 8)   # EXIF orientations that swap width and height
+
+
+def image_size(path: PathLike) -> tuple[int, int]:
+  """(width, height) of an image file as :func:`read_image` returns it, from the header only (no decoding).
+
+  The EXIF orientation is applied when the header holds it (JPEG, TIFF, WebP,
+  and PNGs whose eXIf chunk precedes the image data). Raises
+  :class:`DataError` naming ``path`` when it is not a readable image.
+  """
+  path = os.fspath(path)
+  try:
+    with Image.open(path) as img:
+      w, h = img.size
+      if "exif" in img.info or img.format == "TIFF":
+        if img.getexif().get(0x0112) in _ROTATING_ORIENTATIONS:
+          w, h = h, w
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise DataError(f"cannot read the size of image file {path!r}: {e}") from e
+  return int(w), int(h)
 
 
 def read_image(path: PathLike) -> np.ndarray:

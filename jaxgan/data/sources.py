@@ -80,6 +80,11 @@ class PairSide(RandomAccess):
   def name(self, index: int) -> str:
     return f"{self.pairs.name(index)} [{'AB'[self.side]}]"
 
+  def image_size(self, index: int) -> tuple[int, int] | None:
+    """(w, h) without decoding when the pairs can tell (see :mod:`jaxgan.data.sizes`), else None."""
+    sizes = getattr(self.pairs, "image_sizes", None)
+    return sizes(index)[self.side] if sizes is not None else None
+
 
 class ZippedPairs(RandomAccess):
   """Two domains whose images are aligned index by index, as :class:`Pairs`."""
@@ -113,6 +118,10 @@ class Capped(RandomAccess):
 
   def name(self, index: int) -> str:
     return self.inner.name(index)
+
+  def image_size(self, index: int) -> tuple[int, int] | None:
+    size = getattr(self.inner, "image_size", None)
+    return size(index) if size is not None else None
 
 
 def cap(split: SplitData, max_size: int) -> SplitData:
