@@ -121,8 +121,9 @@ def _load_cached(cached: str) -> dict | None:
 def _offline_message(reason: str) -> str:
   name = _url_name(WEIGHTS_URL)
   return (f"no FID Inception weights: the download of {WEIGHTS_URL} failed ({reason}). Get pytorch-fid's {name} "
-          f"(from that URL, on a machine that is online) and either pass it with --weights FILE, set "
-          f"{ENV_WEIGHTS}=FILE, or put it at {os.path.join(cache_dir(), name)}")
+          f"(from that URL, on a machine that is online), then either pass it (jaxgan fid --weights FILE, "
+          f"jaxgan evaluate --fid_weights FILE), set {ENV_WEIGHTS}=FILE, or put it at "
+          f"{os.path.join(cache_dir(), name)}")
 
 
 def download_weights(dest: str, url: str | None = None, timeout: float = DOWNLOAD_TIMEOUT_S) -> str:

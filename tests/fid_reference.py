@@ -149,8 +149,12 @@ def reference(tmp_path_factory) -> Reference:
   return _REFERENCE[0]
 
 
-def write_images(folder, n: int, seed: int, h: int = 40, w: int = 48, ext: str = ".png") -> list[str]:
-  """``n`` smooth random RGB images (uint8) as files ``img_<i><ext>`` in ``folder``; returns their paths."""
+def write_images(folder, n: int, seed: int, h: int = 32, w: int = 32, ext: str = ".png", mode: str = "RGB"
+                 ) -> list[str]:
+  """``n`` smooth random 8-bit images (``mode`` RGB or L) as files ``img_<i><ext>`` in ``folder``; their paths.
+
+  The FID tests use one image size (32x32) so that one compiled network serves them all.
+  """
   import os  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
   os.makedirs(folder, exist_ok=True)
@@ -163,6 +167,6 @@ def write_images(folder, n: int, seed: int, h: int = 40, w: int = 48, ext: str =
       fx, fy, ph = rng.uniform(0.02, 0.2, 2).tolist() + [rng.uniform(0, 6.3)]
       img[..., c] = 127.5 + 100 * np.sin(fx * xx + fy * yy + ph) + rng.normal(0, 10, (h, w))
     path = os.path.join(str(folder), f"img_{i:02d}{ext}")
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).convert(mode).save(path)
     paths.append(path)
   return paths
