@@ -26,7 +26,8 @@ INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 DTYPES = ("float32", "bfloat16")
 DIRECTIONS = ("AtoB", "BtoA")
-DATASET_KINDS = ("demo", "folder", "tfds")
+DATASET_KINDS = ("demo", "folder", "tfds")   # dataset="<kind>:..."; each has a backend in jaxgan/data/
+DEMO_DATASETS = ("facades", "seasons")       # dataset="demo:<name>" (jaxgan/data/demo.py)
 
 # Keys with a fixed set of values (netG has a grammar instead: parse_netG).
 CHOICES: dict[str, Sequence[str]] = {
@@ -107,11 +108,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   kind, _, name = dataset.partition(":")
   if kind not in DATASET_KINDS or not name:
     raise ValueError(f"config.dataset={dataset!r}: expected demo:<name>, folder:PATH or tfds:NAME[/CONFIG]")
-  if kind == "demo":
-    from jaxgan.data.demo import DEMO_DATASETS  # pylint: disable=import-outside-toplevel  # numpy-only module
-    if name not in DEMO_DATASETS:
-      raise ValueError(f"config.dataset={dataset!r}: unknown demo dataset; choose one of: "
-                       + ", ".join("demo:" + d for d in DEMO_DATASETS))
+  if kind == "demo" and name not in DEMO_DATASETS:
+    raise ValueError(f"config.dataset={dataset!r}: unknown demo dataset; choose one of: "
+                     + ", ".join("demo:" + d for d in DEMO_DATASETS))
 
 
 def get_base_config() -> ml_collections.ConfigDict:

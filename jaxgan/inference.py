@@ -251,7 +251,7 @@ def _load(path: Path, channels: int, convert: bool) -> np.ndarray:
           f"{path} has {raw.shape[-1]} channel(s) but the model was trained on {channels}; convert it "
           "(or pass --convert to convert RGB<->gray and drop alpha as the reference does)")
     raw = image_io.convert_channels(raw, channels, name=str(path))
-  return image_io.to_unit_range(raw)
+  return image_io.to_model_range(raw)
 
 
 def _batches(files: list[Path], targets: list[Path], channels: int, convert: bool, batch_size: int,

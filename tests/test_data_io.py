@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from jaxgan.data import IMAGE_EXTENSIONS, DataError, load_image, read_image, save_image
-from jaxgan.data.image_io import convert_channels, image_size, to_unit_range
+from jaxgan.data.image_io import convert_channels, image_size, to_model_range
 from jaxgan.data.preprocess import (PreprocessOptions, apply_params, draw_params, generator_stride,
                                     preprocess_images, resize, target_size)
 
@@ -232,7 +232,7 @@ def test_flip_and_crop_statistics_and_eval_centre_crop():
   ev = draw_params(20, 12, opt, np.random.default_rng(0), train=False)
   assert ev.crop_xy == (6, 2) and not ev.flip
   img = _noise(12, 20)
-  np.testing.assert_array_equal(apply_params(img, ev, opt), to_unit_range(img[2:10, 6:14]))
+  np.testing.assert_array_equal(apply_params(img, ev, opt), to_model_range(img[2:10, 6:14]))
 
 
 def test_paired_images_get_the_same_crop_and_flip():
@@ -288,9 +288,9 @@ def test_test_time_preprocessing_is_the_references(mode, size, resized, box):
     want = want[y:y + 32, x:x + 32]
   for seed in range(4):                                      # any rng: no flip, no random crop
     out, = preprocess_images([img], _opt(mode), np.random.default_rng(seed), train=False)
-    np.testing.assert_array_equal(out, to_unit_range(np.ascontiguousarray(want)))
+    np.testing.assert_array_equal(out, to_model_range(np.ascontiguousarray(want)))
   # Training keeps load_size: resize_and_crop resizes to 40 and crops 32.
   if mode == "resize_and_crop":
     out, = preprocess_images([img], _opt(mode, no_flip=True), np.random.default_rng(0), train=True)
-    big = to_unit_range(_pil_resize(img, (40, 40)))
+    big = to_model_range(_pil_resize(img, (40, 40)))
     assert any(np.array_equal(out, big[y:y + 32, x:x + 32]) for y in range(9) for x in range(9))

@@ -9,8 +9,8 @@ from PIL import Image
 
 from jaxgan import config as config_lib
 from jaxgan.data import DataError, create_pipeline
-from jaxgan.data import demo, demo_facades
-from jaxgan.data.image_io import to_unit_range
+from jaxgan.data import demo, demo_facades, sources
+from jaxgan.data.image_io import to_model_range
 
 
 def _cfg(model="pix2pix", **kw):
@@ -86,8 +86,8 @@ def test_demo_pipelines_give_the_generated_images():
   batches = _batches(p, 2)
   assert batches[1]["A"].shape == (1, 32, 32, 3)            # the last, partial eval batch is kept
   lab, photo = demo.facades_example(1, split="test", size=32)
-  np.testing.assert_array_equal(batches[0]["A"][1], to_unit_range(lab))
-  np.testing.assert_array_equal(batches[0]["B"][1], to_unit_range(photo))
+  np.testing.assert_array_equal(batches[0]["A"][1], to_model_range(lab))
+  np.testing.assert_array_equal(batches[0]["B"][1], to_model_range(photo))
   # Both directions are usable: BtoA makes the photo the input.
   c.direction = "BtoA"
   swapped = _batches(_pipe(c, split="test", num_epochs=1), 1)[0]
@@ -103,8 +103,8 @@ def test_demo_seasons_unpaired_train_and_aligned_test():
   assert test.paired
   b = _batches(test, 1)[0]
   for i in range(2):   # the test split pairs each summer scene with its own winter rendering
-    np.testing.assert_array_equal(b["A"][i], to_unit_range(demo.seasons_example(i, style="summer", split="test", size=32)))
-    np.testing.assert_array_equal(b["B"][i], to_unit_range(demo.seasons_example(i, style="winter", split="test", size=32)))
+    np.testing.assert_array_equal(b["A"][i], to_model_range(demo.seasons_example(i, style="summer", split="test", size=32)))
+    np.testing.assert_array_equal(b["B"][i], to_model_range(demo.seasons_example(i, style="winter", split="test", size=32)))
   # Train A and train B come from disjoint scenes (even / odd scene ids).
   data = demo.open_demo("seasons", "train", c)
   np.testing.assert_array_equal(data.domain_b.load(0), demo.seasons_example(1, style="winter", size=32))
@@ -114,6 +114,14 @@ def test_demo_seasons_unpaired_train_and_aligned_test():
   assert _pipe(_cfg("cyclegan", dataset="demo:seasons", max_dataset_size=3)).num_examples == 3
   with pytest.raises(DataError, match="demo:cityscapes"):
     _pipe(_cfg(dataset="demo:cityscapes"))
+
+
+def test_every_dataset_kind_has_a_registered_backend():
+  """The backends register themselves at import (jaxgan.data imports them); only config's kinds are accepted."""
+  assert sorted(sources._OPENERS) == sorted(config_lib.DATASET_KINDS)   # pylint: disable=protected-access
+  assert sources._OPENERS["demo"] is demo.open_demo                      # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="DATASET_KINDS"):
+    sources.register("http")
 
 
 @pytest.mark.parametrize("name", ["facades", "seasons"])
@@ -129,9 +137,9 @@ def test_demo_metrics_separate_good_translation_from_copy_and_constant(name):
       a = demo.seasons_example(i, style="summer", split="test", size=size)
       b = demo.seasons_example(i, style="winter", split="test", size=size)
       b2 = demo.seasons_example(i, style="winter", split="test", size=size, noise=1)
-    inputs.append(to_unit_range(a))
-    truth.append(to_unit_range(b))
-    oracle.append(to_unit_range(b2))
+    inputs.append(to_model_range(a))
+    truth.append(to_model_range(b))
+    oracle.append(to_model_range(b2))
   inputs, truth, oracle = np.stack(inputs), np.stack(truth), np.stack(oracle)
   mean = np.broadcast_to(truth.mean(axis=0), truth.shape)   # the best input-ignoring constant (in-sample)
   assert _l1(truth, truth) == 0.0

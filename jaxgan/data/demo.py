@@ -3,8 +3,8 @@
 Owns: ``demo:facades`` (paired: a colour-coded label map of a building facade
 as A, the photo-like rendering as B) and ``demo:seasons`` (unpaired: landscapes
 rendered as summer (A) and winter (B); the test split is aligned), their
-sources, and the example-image writer (``python -m jaxgan.data.demo
---write-examples docs/``).
+sources (registered as the ``demo`` backend of :mod:`jaxgan.data.sources`).
+The example-image writer is :mod:`jaxgan.data.demo_examples`.
 
 Every image is a pure function of (demo_seed, split, index, size): generated on
 the fly with vectorised numpy in a few milliseconds, so nothing is downloaded
@@ -21,18 +21,15 @@ Config keys read (all optional): ``demo_seed`` (0), ``demo_train_size`` (400),
 """
 from __future__ import annotations
 
-import argparse
-import os
 import zlib
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from jaxgan.config import DEMO_DATASETS
 from jaxgan.data import demo_facades, demo_seasons
 from jaxgan.data.image_io import DataError
-from jaxgan.data.sources import RandomAccess, SplitData, split_from_pairs
-
-DEMO_DATASETS = ("facades", "seasons")
+from jaxgan.data.sources import RandomAccess, SplitData, register, split_from_pairs
 
 
 def _split_code(split: str) -> int:
@@ -131,6 +128,7 @@ def demo_image_size(config: Any) -> int:
   return int(config.crop_size if config.get("preprocess", "") == "none" else config.load_size)
 
 
+@register("demo")
 def open_demo(name: str, split: str, config: Any) -> SplitData:
   """The :class:`SplitData` of ``demo:<name>`` for ``split`` (train: 400 examples, others: 50)."""
   seed = int(config.get("demo_seed", 0))
@@ -148,48 +146,3 @@ def open_demo(name: str, split: str, config: Any) -> SplitData:
     return split_from_pairs(f"demo:seasons[{split}]", SeasonPairs(split, n, size, seed))
   raise DataError(f"dataset='demo:{name}': unknown demo dataset; expected one of "
                   f"{', '.join('demo:' + d for d in DEMO_DATASETS)}")
-
-
-# ----------------------------------------------------------------------------- example images
-
-
-def _grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 4) -> np.ndarray:
-  h, w = rows[0][0].shape[:2]
-  ncol = max(len(r) for r in rows)
-  out = np.full((len(rows) * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
-  for i, row in enumerate(rows):
-    for j, im in enumerate(row):
-      y, x = pad + i * (h + pad), pad + j * (w + pad)
-      out[y:y + h, x:x + w] = im
-  return out
-
-
-def write_examples(out_dir: str, *, size: int = 160, n: int = 5) -> list[str]:
-  """Write ``demo_facades.png`` and ``demo_seasons.png`` (example grids) into ``out_dir``."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-  os.makedirs(out_dir, exist_ok=True)
-  fac = [facades_example(i, split="train", size=size) for i in range(n)]
-  rows = [[lab for lab, _ in fac], [ph for _, ph in fac]]
-  summer = [seasons_example(i, style="summer", split="test", size=size) for i in range(n)]
-  winter = [seasons_example(i, style="winter", split="test", size=size) for i in range(n)]
-  paths = []
-  for fname, grid in (("demo_facades.png", _grid(rows)), ("demo_seasons.png", _grid([summer, winter]))):
-    path = os.path.join(out_dir, fname)
-    Image.fromarray(grid).save(path)
-    paths.append(path)
-  return paths
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-  """``python -m jaxgan.data.demo --write-examples DIR``."""
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--write-examples", metavar="DIR", required=True, help="folder for the example PNGs")
-  parser.add_argument("--size", type=int, default=160)
-  parser.add_argument("--n", type=int, default=5)
-  args = parser.parse_args(argv)
-  for path in write_examples(args.write_examples, size=args.size, n=args.n):
-    print(path)
-
-
-if __name__ == "__main__":
-  main()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from jaxgan.data.image_io import IMAGE_EXTENSIONS, DataError, image_size, is_image_file, read_image
-from jaxgan.data.sources import RandomAccess, SplitData, ZippedPairs, split_from_pairs
+from jaxgan.data.sources import RandomAccess, SplitData, ZippedPairs, register, split_from_pairs
 
 LAYOUTS = ("trainA/ trainB/ (testA/ testB/): unpaired, or paired when the file names match",
            "train/ (val/ test/): paired side-by-side A|B images")
@@ -177,6 +177,7 @@ def _separate(root: str, split: str, spec: str, skip_bad: bool) -> SplitData:
   return SplitData(desc, dom_a, dom_b, None, why_unpaired=why)
 
 
+@register("folder")
 def open_folder(path: str, split: str, config: Any) -> SplitData:
   """The :class:`SplitData` of ``folder:<path>`` for ``split`` (see the module docstring for layouts)."""
   spec = f"folder:{path}"

@@ -4,7 +4,8 @@ Owns: the list of readable extensions, decoding a file to a numpy array in its
 own bit depth (``uint8`` / ``uint16`` / ``float32`` HxWxC, EXIF orientation
 applied), reading an image's size from its header (:func:`image_size`),
 converting channel counts the way the reference does (PIL's luma for RGB ->
-gray, alpha dropped for RGBA -> RGB, gray replicated for gray -> RGB), and the
+gray, alpha dropped for RGBA -> RGB, gray replicated for gray -> RGB), mapping
+source pixels to the library's [-1, 1] (:func:`to_model_range`), and the
 public helpers :func:`load_image` / :func:`save_image`.
 
 Pillow reads 8-bit images of every listed format and 16-bit grayscale; it
@@ -249,8 +250,12 @@ def convert_channels(image: np.ndarray, channels: int, *, name: str = "image") -
   return col if channels == 3 else np.concatenate([col, alpha], axis=-1)
 
 
-def to_unit_range(image: np.ndarray) -> np.ndarray:
-  """uint8/uint16/float [0,1] HxWxC -> float32 in [-1, 1] (the reference's ToTensor + Normalize(0.5, 0.5))."""
+def to_model_range(image: np.ndarray) -> np.ndarray:
+  """Source pixels -> the library's range: uint8/uint16/float [0,1] HxWxC -> float32 in [-1, 1].
+
+  The reference's ToTensor + Normalize(0.5, 0.5). (Not :func:`jaxgan.metrics.to_unit_range`,
+  which maps model outputs [-1, 1] back to [0, 1] for the metrics.)
+  """
   x = image.astype(np.float32) / np.float32(max_value(image.dtype))
   return (x - np.float32(0.5)) / np.float32(0.5)
 
@@ -261,7 +266,7 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
 def load_image(path: PathLike, channels: int) -> np.ndarray:
   """Read an image file as float32 HxWx``channels`` in [-1, 1] (EXIF orientation honoured)."""
   image = read_image(path)
-  return to_unit_range(convert_channels(image, int(channels), name=os.fspath(path)))
+  return to_model_range(convert_channels(image, int(channels), name=os.fspath(path)))
 
 
 def save_image(path: PathLike, array) -> None:

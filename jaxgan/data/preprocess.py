@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from jaxgan import config as config_lib
-from jaxgan.data.image_io import DataError, to_unit_range
+from jaxgan.data.image_io import DataError, to_model_range
 
 PREPROCESS_MODES = config_lib.PREPROCESS
 
@@ -171,7 +171,7 @@ def apply_params(image: np.ndarray, params: Params, opt: PreprocessOptions, *, n
     out = out[y:y + c, x:x + c]
   if params.flip:
     out = out[:, ::-1]
-  return to_unit_range(np.ascontiguousarray(out))
+  return to_model_range(np.ascontiguousarray(out))
 
 
 def preprocess_images(images: list[np.ndarray], opt: PreprocessOptions, rng: np.random.Generator | None,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from jaxgan.data.image_io import DataError
-from jaxgan.data.sources import RandomAccess, SplitData, split_from_pairs
+from jaxgan.data.sources import RandomAccess, SplitData, register, split_from_pairs
 
 _TF_INSTALL = 'pip install -e ".[tfds]"'
 _PREPARE_HINT = ("prepare it once with: jaxgan prepare tfds:{name}{data_dir_arg} (needs TensorFlow for that step "
@@ -200,6 +200,7 @@ class TfdsPairs(RandomAccess):
     return f"{self.label}[{index}]"
 
 
+@register("tfds")
 def open_tfds(name: str, split: str, config: Any) -> SplitData:
   """The :class:`SplitData` of ``tfds:<name>`` for ``split`` (see the module docstring)."""
   data_dir = config.get("tfds_data_dir", None) or None

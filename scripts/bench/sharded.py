@@ -1,6 +1,8 @@
-"""Sharded-step work: total FLOPs of N devices relative to one device on the same global batch.
+"""``--sharded-flops``: total FLOPs of the sharded step on N devices relative to one device, same global batch.
 
-Run as ``python scripts/benchmark.py --sharded-flops`` (or this file). It starts
+    python scripts/benchmark.py --sharded-flops [--model cyclegan] [--devices 2 4 8] [--pool_size 0] ...
+
+(or ``python scripts/bench/sharded.py`` with the same options). It starts
 itself again in a subprocess with ``--xla_force_host_platform_device_count``
 fake CPU devices, compiles :func:`jaxgan.parallel.jit_train_step` for each
 device count and reads XLA's ``cost_analysis()`` (FLOPs per device, times N),
@@ -18,13 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # scripts/: this file also runs on its own
 
-
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", 0.0))
+from bench.common import xla_flops  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _collectives(compiled) -> dict[str, int]:
@@ -35,7 +33,6 @@ def _collectives(compiled) -> dict[str, int]:
 def measure(args: argparse.Namespace) -> list[dict]:
   import jax
   import numpy as np
-  sys.path.insert(0, str(ROOT))
   from jaxgan import config as config_lib, cyclegan, parallel, pix2pix
   model = {"cyclegan": cyclegan, "pix2pix": pix2pix}[args.model]
   c = config_lib.get_cyclegan_base_config() if args.model == "cyclegan" else config_lib.get_base_config()
@@ -47,7 +44,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
   batch = {k: rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype(np.float32) for k in "AB"}
   state = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), c, batch))
   one = jax.jit(functools.partial(model.train_step, config=c)).lower(state, batch).compile()
-  base = _flops(one)
+  base = xla_flops(one)
   rows = []
   for n in args.devices:
     if n > jax.device_count() or args.batch % n:
@@ -57,7 +54,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
     st = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
     bt = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=data), batch)
     compiled = parallel.jit_train_step(model.train_step, c, mesh).lower(st, bt).compile()
-    total = _flops(compiled) * n
+    total = xla_flops(compiled) * n
     rows.append({"model": args.model, "pool_size": c.pool_size, "global_batch": args.batch, "devices": n,
                  "size": args.size, "width": args.width, "gflops_one_device": round(base / 1e9, 3),
                  "gflops_all_devices": round(total / 1e9, 3), "work_ratio": round(total / base, 4),
