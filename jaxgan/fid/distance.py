@@ -34,8 +34,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
   float64; the square root by ``scipy.linalg.sqrtm``; when it is not finite (a
   singular product) ``eps * I`` is added to both covariances and it is taken again;
   an imaginary part of the result is dropped when its diagonal is within 1e-3 of
-  zero, else ``ValueError('Imaginary component ...')``. Costs a few ``O(D^3)`` steps: ~10-30 s for
-  D = 2048 on a 2-core CPU, as with pytorch-fid.
+  zero, else ``ValueError('Imaginary component ...')``. Costs ``O(D^3)`` (a Schur decomposition): about
+  a minute for D = 2048 on a 2-core CPU, as with pytorch-fid.
   """
   from scipy import linalg  # pylint: disable=import-outside-toplevel
   mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
