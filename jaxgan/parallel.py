@@ -19,10 +19,13 @@ randomness (``fold_in(rng, device index)``), and each device keeps its *own*
 image pool of ``pool_size`` of its own fakes (README, "Many devices and hosts").
 
 Multi-host: :func:`initialize_distributed` joins the job (explicit flags or
-cluster auto-detection), :func:`is_main_process` gates logs and files.
+cluster auto-detection), :func:`is_main_process` gates logs and files,
+:func:`compile_everywhere` compiles a step on every process before its first
+collective runs.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -308,3 +311,24 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 def is_main_process() -> bool:
   """Only process 0 writes logs, HTML pages, samples and printed output."""
   return jax.process_index() == 0
+
+
+_BARRIERS = itertools.count()
+
+
+def compile_everywhere(jitted: Callable, *args: Any, timeout_s: float = 3600) -> None:
+  """Compile ``jitted`` for ``args`` here and return once every process has compiled it.
+
+  Call it on every process, in the same order, before the first call that runs
+  collectives (one process: it only compiles). The later call reuses the
+  executable. Why: a process that finds the step in the persistent compilation
+  cache (only process 0 writes it; the others always compile on CPU) would
+  reach the first collective minutes early, and gloo (CPU) gives its peers 30 s
+  to join the first collective (``DEADLINE_EXCEEDED: ... cpu:gloo``). The wait
+  is a coordination-service barrier, which runs no collective.
+  """
+  jitted.lower(*args).compile()
+  if jax.process_count() > 1:
+    from jax._src import distributed   # the coordination client; Orbax waits on it the same way
+    name = f"jaxgan_compiled_{next(_BARRIERS)}"
+    distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))

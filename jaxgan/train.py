@@ -4,9 +4,10 @@ Around the jitted, data-parallel ``train_step`` of :mod:`jaxgan.pix2pix` /
 :mod:`jaxgan.cyclegan` this module owns: the data iterator, resuming from the
 newest checkpoint (state *and* iterator position, so a resumed run is
 bit-identical to one that never stopped), periodic checkpoints, SIGTERM/SIGINT
-handling (save at the next step boundary, return normally), stopping on a
-non-finite loss (naming the step; no checkpoint is written after it), logging
-(progress, TensorBoard, HTML page, W&B) and periodic evaluation.
+handling (save at the next step boundary, every process at the same step: see
+:mod:`jaxgan.preemption`; return normally), stopping on a non-finite loss
+(naming the step; no checkpoint is written after it), logging (progress,
+TensorBoard, HTML page, W&B) and periodic evaluation.
 """
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ import json
 import logging
 import math
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,6 +26,7 @@ import numpy as np
 
 import jaxgan
 from jaxgan import checkpoint, checks, objectives, parallel, reporting
+from jaxgan.preemption import StopAgreement, StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -86,31 +86,6 @@ def compiled_train_step(model, config: ml_collections.ConfigDict, mesh) -> Any:
   if key not in _COMPILED:
     _COMPILED[key] = parallel.jit_train_step(model.train_step, config, mesh)
   return _COMPILED[key]
-
-
-class StopSignal:
-  """SIGTERM/SIGINT set a flag the loop checks at each step boundary; a second SIGINT interrupts at once."""
-
-  def __init__(self) -> None:
-    self.requested: str | None = None
-    self._previous: dict = {}
-
-  def _handle(self, signum, frame):
-    name = signal.Signals(signum).name
-    if self.requested and signum == signal.SIGINT:
-      raise KeyboardInterrupt
-    self.requested = name
-    log.warning("%s received: saving a checkpoint at the next step boundary (Ctrl-C again to abort)", name)
-
-  def __enter__(self) -> "StopSignal":
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
 
 
 def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint.Checkpointer) -> dict[str, float]:
@@ -199,6 +174,8 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
   total = total_steps(config)
   state, step = run.state, run.start
   step_fn = compiled_train_step(run.model, config, run.mesh)
+  if jax.process_count() > 1:   # all compiled before the first collective (gloo waits 30 s for peers)
+    parallel.compile_everywhere(step_fn, state, parallel.shard_batch(run.first, run.mesh))
   images_per_step = int(config.batch_size)
   every = lambda key: int(config.get(key, 0) or 0)  # noqa: E731
   due = lambda key: every(key) > 0 and step % every(key) == 0  # noqa: E731
@@ -216,13 +193,15 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
   pending_first = None if run.resumed else run.first
   try:
     with StopSignal() as stop:
+      agreement = StopAgreement(stop, run.mesh)   # every process stops at the same step
       while step < total:
         batch = pending_first if pending_first is not None else _ab(next(run.iterator))
         pending_first = None
         state, metrics = step_fn(state, parallel.shard_batch(batch, run.mesh))
         step += 1
         history.append((step, metrics))
-        stopping = stop.requested is not None or step == stop_at_step
+        reason = agreement.poll(step) or ("stop_at_step" if step == stop_at_step else None)
+        stopping = reason is not None
         saving = stopping or step == total or due("checkpoint_every_steps")
         if saving or step % max(every("log_every_steps"), 1) == 0:
           last_metrics = _check_finite(history, ckpt)   # nothing non-finite is ever checkpointed
@@ -245,7 +224,7 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
           evaluation = _evaluate(config, state, workdir, reporter, step, progress, fid if fid_due else None)
         if stopping and step < total:
           preempted = True
-          progress.write(f"stopping at step {step} ({stop.requested or 'stop_at_step'}); checkpoint "
+          progress.write(f"stopping at step {step} ({reason}); checkpoint "
                          f"{ckpt.step_path(step)}")
           break
     if run.start >= total:

@@ -158,7 +158,9 @@ def test_fine_tune_imported_cyclegan(cyclegan_import, tmp_path, capsys):
   _, src, nets, recipe = cyclegan_import
   wd = tmp_path / "ft"
   shutil.copytree(src, wd)
-  extra = ["--config.epoch_count=3"] if "epoch_count" in config_lib.get_base_config() else []
+  # The reference's --continue_train --epoch_count: epoch 3 of n_epochs=2 + n_epochs_decay=1, i.e. lr / 2.
+  extra = ["--config.num_train_steps=-1", "--config.n_epochs=2", "--config.n_epochs_decay=1",
+           "--config.epoch_count=3", "--config.steps_per_epoch=2"]
   capsys.readouterr()
   assert run_cli("train", "--config", recipe, "--workdir", wd, *extra) == 0
   err = capsys.readouterr().err
@@ -167,7 +169,9 @@ def test_fine_tune_imported_cyclegan(cyclegan_import, tmp_path, capsys):
   assert {"G", "D", "cycle_A"} <= set(losses) and all(math.isfinite(v) for v in losses.values()), line
   assert checkpoint.list_steps(wd)[-1] == 2
   from jaxgan import inference
-  state, _, _ = inference.load_for_inference(wd, 2)
+  state, ft_config, _ = inference.load_for_inference(wd, 2)
+  from jaxgan import optim
+  assert float(optim.lr_schedule(ft_config)(0)) == pytest.approx(1e-4)   # the run started in epoch 3
   imported = pytorch.convert_state_dict(nets["G_A"].state_dict(), kind="G", net="resnet_1blocks", norm="instance")
   before = np.asarray(imported["params"]["stem_conv"]["kernel"])
   after = np.asarray(state.params["G_AB"]["stem_conv"]["kernel"])

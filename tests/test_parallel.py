@@ -293,6 +293,27 @@ def test_wants_distributed_reads_the_environment():
     parallel.initialize_distributed(num_processes=2, process_id=0, env={})
 
 
+
+def test_compile_everywhere_leaves_nothing_to_compile_for_the_call():
+  import jax
+  from jaxgan import parallel
+  f = jax.jit(lambda x: x * 3.0 - 1.0)
+  x = np.arange(4, dtype=np.float32)
+  compiles = []
+
+  def listener(event, seconds, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    parallel.compile_everywhere(f, x)   # one process: compiles, no barrier
+    before = len(compiles)
+    np.testing.assert_array_equal(np.asarray(f(x)), x * 3.0 - 1.0)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert len(compiles) == before
+
 if __name__ == "__main__":
   sys.path.insert(0, str(HERE.parent))
   print(json.dumps(worker(sys.argv[1])), flush=True)

@@ -85,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
 
 def fine_tune_overrides(plan, recipe_spec: str | None) -> list[str]:
   """``--config.KEY=VALUE`` for the keys that fix the state's shapes, where the recipe differs (all without one)."""
-  from jaxgan import checkpoint, config as config_lib  # pylint: disable=import-outside-toplevel
+  from jaxgan import checkpoint, config as config_lib, objectives  # pylint: disable=import-outside-toplevel
   keys = [k for k in checkpoint.STRUCTURAL_KEYS if k != "model"]
-  keys += (list(checkpoint.POOL_KEYS) + ["crop_size"]) if plan.model == "cyclegan" else []
+  state_keys = list(objectives.get(plan.model).STATE_KEYS)
+  keys += (state_keys + ["crop_size"]) if state_keys else []   # e.g. the image pools: their image shape too
   keys += ["no_dropout", "direction", "dataset"]
   if recipe_spec is not None:
     recipe = load_recipe(recipe_spec)
