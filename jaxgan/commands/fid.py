@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 NAME = "fid"
 HELP = "FID / KID between two image folders or pytorch-fid .npz stats (pytorch-fid's numbers); one JSON line"
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
       raise DataError(f"--save-stats: PATH1 must be a folder of images, got the stats file {path1!r}")
     if not fid_io.is_stats_file(path2):
       raise DataError(f"--save-stats: PATH2 is the .npz to write, got {path2!r}")
+    if os.path.exists(path2):   # before any work (save_stats checks again when writing)
+      raise FileExistsError(f"{path2!r} exists; FID statistics are never written over an existing file")
     fid_io.list_images(path1)
     mu, sigma, feats = fid_io.statistics_of(path1, get_extractor, batch_size=args.batch_size)
     fid_io.save_stats(path2, mu, sigma)
