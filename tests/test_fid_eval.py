@@ -142,3 +142,26 @@ def test_evaluate_fid_without_weights_fails_before_evaluating(trained, tmp_path,
   rc, _, err = run(capsys, "evaluate", "--workdir", workdir, "--fid")
   assert rc == 1 and "no FID Inception weights" in err and "--fid_weights FILE" in err
   assert (workdir / "eval.json").read_text() == before
+
+
+def test_paired_split_scores_each_pair_once(trained, ref, recorder, tmp_path, monkeypatch):
+  """An aligned test split (pix2pix data, or name-matched folders): fake B of every A against every real B."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from jaxgan import inference  # pylint: disable=import-outside-toplevel
+  workdir, data, _ = trained
+  paired = tmp_path / "paired"
+  for side in ("trainA", "trainB", "testA"):
+    shutil.copytree(data / side, paired / side)
+  shutil.copytree(data / "testA", paired / "testB")   # the same names as testA: aligned pairs
+  state, config, _ = inference.load_for_inference(workdir)
+  with config.unlocked():
+    config.dataset = f"folder:{paired}"
+  sizes = []
+  real_kid = fid.kid
+  monkeypatch.setattr(fid, "kid", lambda f1, f2: sizes.append((len(f1), len(f2))) or real_kid(f1, f2))
+  extractor = fid.FeatureExtractor(fid.load_params(ref.npz), batch_size=4)
+  out = fid_eval.model_fid(config, state, extractor)
+  assert set(out) == {"fid", "kid", "kid_std", "BtoA_fid", "BtoA_kid", "BtoA_kid_std"}
+  assert sizes == [(3, 3), (3, 3)]
+  (_, real_b), (_, real_a) = recorder.calls
+  np.testing.assert_allclose(real_a, real_b, rtol=1e-6)   # testB is a copy of testA
