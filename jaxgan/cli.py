@@ -25,6 +25,7 @@ pix2pix and CycleGAN in JAX.
   jaxgan train        --config configs/cyclegan_demo.py --workdir runs/demo [--config.KEY=VALUE ...]
   jaxgan translate    --workdir runs/demo --input photos/ --output out/ [--direction BtoA]
   jaxgan evaluate     --workdir runs/demo
+  jaxgan fid          real_B/ fake_B/                      # FID / KID as pytorch-fid (folders or .npz stats)
   jaxgan prepare      tfds:cycle_gan/horse2zebra           # once, before training on a TFDS dataset
   jaxgan import-torch latest_net_G_A.pth latest_net_G_B.pth --workdir runs/imported
   jaxgan pretrained   horse2zebra --workdir runs/h2z       # the authors' released models (--list)

@@ -38,7 +38,8 @@ POSITIVE_KEYS = ("input_nc", "output_nc", "ngf", "ndf", "batch_size", "load_size
                  "epoch_count")
 NON_NEGATIVE_KEYS = ("lr", "lambda_L1", "lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "pool_size",
                      "n_epochs", "n_epochs_decay", "num_workers", "init_gain", "log_every_steps",
-                     "checkpoint_every_steps", "sample_every_steps", "eval_every_steps", "keep_checkpoints")
+                     "checkpoint_every_steps", "sample_every_steps", "eval_every_steps", "keep_checkpoints",
+                     "fid_every_steps")
 
 # Keys recipes may leave out; ``--config.KEY`` may still set them (name -> type, default).
 OPTIONAL_KEYS: dict[str, tuple[type, Any]] = {
@@ -51,6 +52,8 @@ OPTIONAL_KEYS: dict[str, tuple[type, Any]] = {
     "wandb_project": (str, "jaxgan"),
     "sample_rows": (int, 4),          # images per sample grid
     "eval_mode": (bool, False),       # evaluate with running BatchNorm statistics and no dropout
+    "fid_every_steps": (int, 0),      # FID/KID of the test split every N steps and at the end (0: off); needs
+                                      # the FID weights in $JAXGAN_FID_WEIGHTS or the cache (jaxgan.fid_io)
 }
 
 _RESNET = re.compile(r"resnet_(\d+)blocks")

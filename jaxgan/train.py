@@ -169,7 +169,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
 
 def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Checkpointer,
           stop_at_step: int | None) -> TrainResult:
-  from jaxgan import inference
+  from jaxgan import fid_eval, inference
   main_process = parallel.is_main_process()
   total = total_steps(config)
   state, step = run.state, run.start
@@ -182,6 +182,7 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
   progress = reporting.Progress(total, step, images_per_step, enabled=main_process)
   reporter = reporting.Reporter(workdir, config, start_step=step, enabled=main_process)
   samples = inference.sample_batch(config, run.first, rows=int(config.get("sample_rows", 4))) if main_process else None
+  fid = fid_eval.LazyFID() if every("fid_every_steps") > 0 else None   # weights looked up at the first FID
   history: list[tuple[int, dict]] = []
   last_metrics, evaluation, preempted = {}, None, False
   t_interval, s_interval = time.perf_counter(), step
@@ -218,8 +219,9 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
         if main_process and (step == total or due("sample_every_steps")):
           reporter.images(step, inference.visuals(run.model, config, parallel.local_copy(state), samples),
                           last_metrics)
-        if step == total or due("eval_every_steps"):
-          evaluation = _evaluate(config, state, workdir, reporter, step, progress)
+        fid_due = fid is not None and (step == total or due("fid_every_steps"))
+        if step == total or due("eval_every_steps") or fid_due:
+          evaluation = _evaluate(config, state, workdir, reporter, step, progress, fid if fid_due else None)
         if stopping and step < total:
           preempted = True
           progress.write(f"stopping at step {step} ({reason}); checkpoint "
@@ -238,14 +240,16 @@ def _ab(batch: Mapping[str, Any]) -> dict:
   return {"A": batch["A"], "B": batch["B"]}
 
 
-def _evaluate(config, state, workdir: Path, reporter, step: int, progress) -> dict | None:
-  """Run :func:`jaxgan.inference.evaluate` on the test split; log it and write WORKDIR/eval.json."""
+def _evaluate(config, state, workdir: Path, reporter, step: int, progress, fid=None) -> dict | None:
+  """Run :func:`jaxgan.inference.evaluate` on the test split (and FID with ``fid``, a
+  :class:`jaxgan.fid_eval.LazyFID`); log it and write WORKDIR/eval.json."""
   from jaxgan import inference
   from jaxgan.data.image_io import DataError
+  kwargs = dict(max_batches=int(config.get("eval_batches", -1)), eval_mode=bool(config.get("eval_mode", False)))
   try:
-    results = inference.evaluate(config, parallel.local_copy(state), split="test",
-                                 max_batches=int(config.get("eval_batches", -1)),
-                                 eval_mode=bool(config.get("eval_mode", False)))
+    results = inference.evaluate(config, parallel.local_copy(state), split="test", **kwargs)
+    if fid is not None:
+      results = fid.add_to(results, config, parallel.local_copy(state), say=progress.write, **kwargs)
   except (DataError, FileNotFoundError) as e:
     progress.write(f"evaluation skipped: {e}")
     return None

@@ -5,6 +5,7 @@
     python scripts/benchmark.py --ops [--op-filter resblock] [--compare torch]
     python scripts/benchmark.py --data [benchmark_data options ...]
     python scripts/benchmark.py --sharded-flops [bench/sharded.py options ...]
+    python scripts/benchmark.py --fid [bench_fid.py options ...]   # FID features/s against pytorch-fid
 
 One module per mode, the shared timing helpers in ``scripts/bench/common.py``:
 
@@ -41,6 +42,8 @@ MODES: dict[str, tuple[str, str]] = {
     "--data": ("benchmark_data", "input-pipeline throughput: the other arguments go to scripts/benchmark_data.py"),
     "--sharded-flops": ("bench.sharded", "FLOPs of the sharded step on N devices against one: the other arguments "
                                          "go to scripts/bench/sharded.py"),
+    "--fid": ("bench_fid", "FID Inception features/s against pytorch-fid: the other arguments go to "
+                           "scripts/bench_fid.py"),
 }
 
 
