@@ -116,7 +116,9 @@ def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "tes
 
   Paired data (pix2pix, the demo CycleGAN test split): ``l1, psnr, ssim`` of
   the translation A->B against B, and ``copy_input_*``, the same for returning
-  A unchanged (when A and B have equal channels); CycleGAN adds ``BtoA_*``.
+  A unchanged (when A and B have equal channels); for demo data ``oracle_*``,
+  the same for a second rendering of B with other texture noise (what a
+  perfect model could about reach); CycleGAN adds ``BtoA_*``.
   Unpaired data: ``cycle_A_*`` / ``cycle_B_*``, the reconstruction A->B->A and B->A->B.
   """
   from jaxgan import data
@@ -126,6 +128,10 @@ def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "tes
   ab = _translate_fn(model, config, "AtoB", eval_mode)
   ba = _translate_fn(model, config, "BtoA", eval_mode) if config.model == "cyclegan" else None
   same_nc = int(config.input_nc) == int(config.output_nc)
+  from jaxgan.data import demo
+  oracle_config = demo.oracle_config(config) if pipeline.paired else None
+  oracle = None if oracle_config is None else data.create_pipeline(
+      oracle_config, split=split, shuffle=False, process_index=0, process_count=1, num_epochs=1).iterator()
   acc = metrics.MeanAccumulator()
   for i, batch in enumerate(pipeline.iterator()):
     if 0 <= max_batches <= i:
@@ -134,6 +140,11 @@ def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "tes
     fake_b = ab(state, a)
     if pipeline.paired:
       acc.add(metrics.image_metrics(fake_b, b))
+      if oracle is not None:   # the same examples, rendered with other noise
+        second = next(oracle)
+        acc.add(metrics.image_metrics(second["B"], b), prefix="oracle_")
+        if ba is not None:
+          acc.add(metrics.image_metrics(second["A"], a), prefix="BtoA_oracle_")
       if same_nc:
         acc.add(metrics.image_metrics(a, b), prefix="copy_input_")
       if ba is not None:
