@@ -110,7 +110,7 @@ def _ground(img: np.ndarray, s: dict, style: str, rng: np.random.Generator) -> n
     tex = value_noise(rng, r1 - r0, w, max(2, (20 if far else 40) * (r1 - r0) // h), aspect=h / max(1, r1 - r0))
     if style == "summer":
       base = np.array((105, 140, 125) if far else (80, 145, 55), np.float32)
-      shade = 1.0 + 0.25 * facing + 0.2 * (tex - 0.5)
+      shade = 1.0 + 0.25 * facing + 0.1 * (tex - 0.5)
       if not far:
         shade -= 0.15 * np.clip((ys - ridge[None, :]) / (0.25 * h), 0, 1)
       col = base * shade[..., None]
@@ -122,9 +122,9 @@ def _ground(img: np.ndarray, s: dict, style: str, rng: np.random.Generator) -> n
     if not far:
       forest &= ys < ridge[None, :] + 0.15 * h
     if style == "summer":
-      wood = np.array((45, 90, 50), np.float32) * (0.75 + 0.5 * tex)[..., None]
+      wood = np.array((45, 90, 50), np.float32) * (0.88 + 0.24 * tex)[..., None]
     else:   # frosted woods
-      wood = np.array((120, 134, 136), np.float32) * (0.9 + 0.2 * tex)[..., None]
+      wood = np.array((120, 134, 136), np.float32) * (0.94 + 0.12 * tex)[..., None]
     col = np.where(forest[..., None], wood, col)
     img[r0:r1] = np.where(mask, col, img[r0:r1])
   return img
@@ -222,7 +222,7 @@ def _tree(img: np.ndarray, o: dict, style: str, s: dict, rng: np.random.Generato
     sub[trunk] = trunk_col
     leaves = value_noise(rng, sub.shape[0], sub.shape[1], max(3, int(tw / 4)))
     sun_side = np.sign(dx) * (1 if s["sun"][0] > o["x"] else -1)
-    shade = 0.8 + 0.35 * leaves + 0.12 * sun_side - 0.25 * np.clip((ys - cy) / cr_y, 0, 1)
+    shade = 0.88 + 0.18 * leaves + 0.12 * sun_side - 0.25 * np.clip((ys - cy) / cr_y, 0, 1)
     col = np.array((60, 125, 45), np.float32) * shade[..., None]
     sub[crown] = col[crown]
   else:   # a haze of twigs over the crown, and branches drawn at random (noise: not visible in summer)
