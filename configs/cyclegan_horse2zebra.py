@@ -1,11 +1,13 @@
 """CycleGAN on horse <-> zebra (and the other unpaired sets): the paper's set-up (Zhu et al. 2017).
 
-Data: TFDS ``cycle_gan/<pair>``, prepared once with TensorFlow installed
-(``pip install 'jaxgan[tfds]'`` then
-``python -c "import tensorflow_datasets as tfds; tfds.builder('cycle_gan/horse2zebra').download_and_prepare()"``);
-training then reads it without TensorFlow. Another pair is a config argument:
+Data: TFDS ``cycle_gan/<pair>``, prepared once as ArrayRecord (the format
+jaxgan reads; TensorFlow is needed for this step only); training then reads it
+without TensorFlow. Another pair is a config argument:
 
+  pip install -e ".[tfds]"
+  jaxgan prepare tfds:cycle_gan/horse2zebra        # [--data_dir DIR], then --config.tfds_data_dir=DIR
   jaxgan train --config configs/cyclegan_horse2zebra.py --workdir runs/horse2zebra
+  jaxgan prepare tfds:cycle_gan/monet2photo
   jaxgan train --config configs/cyclegan_horse2zebra.py:monet2photo --workdir runs/monet2photo
   jaxgan translate --workdir runs/horse2zebra --input my_horses/ --output zebras/
 

@@ -14,6 +14,11 @@ Restoring checks the saved config against the current one first
 (:data:`STRUCTURAL_KEYS`; schedule and step counts may change) and then the
 array shapes, so a mismatch is refused with a message naming what differs. A
 step whose files cannot be read is reported and the previous step is used.
+
+A step written by ``jaxgan import-torch`` (:mod:`jaxgan.interop.workdir`) has a
+meta entry ``imported`` and no ``data`` item (training from it starts the data
+from the beginning); one that holds only part of a model also has
+``translate_only`` (the reason), and :meth:`Checkpointer.check_config` refuses to train it.
 """
 from __future__ import annotations
 
@@ -24,15 +29,18 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
+
+from jaxgan import objectives
 
 log = logging.getLogger(__name__)
 
 # Keys that fix the shapes of the state: a checkpoint written with other values cannot be resumed.
 STRUCTURAL_KEYS = ("model", "netG", "netD", "norm", "input_nc", "output_nc", "ngf", "ndf", "n_layers_D")
-# CycleGAN only: the image pools' shapes.
-POOL_KEYS = ("pool_size",)
 CHECKPOINT_SUBDIR = "checkpoints"
+IMPORTED_KEY = "imported"              # meta entry of a step written by jaxgan import-torch
+TRANSLATE_ONLY_KEY = "translate_only"  # meta entry: why that import cannot be trained
 QUARANTINE_SUBDIR = "unreadable_checkpoints"
 
 
@@ -44,6 +52,10 @@ class ConfigMismatchError(CheckpointError):
   """The checkpoint was written for a different model/network configuration."""
 
 
+class NotTrainableError(CheckpointError):
+  """The workdir holds an imported model that cannot be trained (e.g. a single generator)."""
+
+
 def checkpoint_dir(workdir: str | Path) -> Path:
   """Where the step directories of ``workdir`` live."""
   return Path(workdir) / CHECKPOINT_SUBDIR
@@ -52,8 +64,9 @@ def checkpoint_dir(workdir: str | Path) -> Path:
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
   """Human-readable differences in the keys that fix the state's shapes ([] when compatible)."""
   keys = list(STRUCTURAL_KEYS)
-  if current.get("model") == "cyclegan" or saved.get("model") == "cyclegan":
-    keys += list(POOL_KEYS)
+  for model in dict.fromkeys((saved.get("model"), current.get("model"))):
+    if model in objectives.NAMES:
+      keys += [k for k in objectives.get(model).STATE_KEYS if k not in keys]
   diffs = []
   for key in keys:
     a, b = saved.get(key), current.get(key)
@@ -169,12 +182,17 @@ class Checkpointer:
     return meta
 
   def check_config(self, current_config: Mapping[str, Any]) -> None:
-    """Refuse early (before building anything) when the newest readable step has another configuration."""
+    """Refuse early (before building anything) when the newest readable step has another configuration,
+    or is an import that cannot be trained."""
     for step in reversed(self.steps()):
       try:
         meta = self.read_meta(step)
       except CheckpointError:
         continue
+      if meta.get(TRANSLATE_ONLY_KEY):
+        raise NotTrainableError(
+            f"{self.workdir} holds an imported model for translate/evaluate only, which cannot be trained: "
+            f"{meta[TRANSLATE_ONLY_KEY]} (jaxgan import-torch --help); nothing was written")
       diffs = config_differences(meta["config"], current_config)
       if diffs:
         raise self._mismatch(step, diffs)
@@ -245,7 +263,8 @@ class Checkpointer:
         meta = self.read_meta(s)
         abstract = make_abstract(meta)
         self.check_compatible(s, current_config if current_config is not None else meta["config"], abstract)
-        state = self.restore(s, abstract, data_iterator=data_iterator)
+        imported = IMPORTED_KEY in meta   # an import has no data position: the iterator starts afresh
+        state = self.restore(s, abstract, data_iterator=None if imported else data_iterator)
       except ConfigMismatchError:
         raise
       except CheckpointError as e:
@@ -285,6 +304,15 @@ def list_steps(workdir: str | Path) -> list[int]:
     return ckpt.steps()
   finally:
     ckpt.close()
+
+
+def abstract_state_for(meta: Mapping[str, Any], sharding: Any) -> Any:
+  """ShapeDtypeStructs (placed with ``sharding``) of the state a checkpoint's meta describes (no compute).
+
+  The objective registry builds the state's shapes from the config and batch shapes the meta records.
+  """
+  config = ml_collections.ConfigDict(meta["config"])
+  return with_sharding(objectives.abstract_state(config, meta["batch_shapes"]), sharding)
 
 
 def with_sharding(abstract: Any, sharding: Any) -> Any:

@@ -1,21 +1,113 @@
-"""Default hyper-parameters shared by every recipe (ml_collections ConfigDict).
+"""Hyper-parameters of every recipe and the one table of valid choices.
 
-The keys follow the option names of the reference PyTorch project where one
-exists (``netG``, ``lambda_L1``, ``n_epochs_decay``, ...). Recipes in
-``configs/`` start from :func:`get_base_config` and override what differs.
+Owns: the defaults (:func:`get_base_config`, :func:`get_cyclegan_base_config`,
+ml_collections ConfigDicts whose keys follow the option names of the reference
+PyTorch project where one exists: ``netG``, ``lambda_L1``, ``n_epochs_decay``,
+...), the valid values of every choice key (:data:`CHOICES`, read by the CLI's
+help and errors, the models, the data layer and the PyTorch import), the
+grammar of generator names (:func:`parse_netG`, :func:`generator_stride`) and
+:func:`validate`, the one check of a whole config. Recipes in ``configs/``
+start from the base configs and override what differs. No JAX import here.
 """
 from __future__ import annotations
 
+import re
+from typing import Any, Sequence
+
 import ml_collections
 
-MODELS = ("pix2pix", "cyclegan")
-GENERATORS = ("unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks")
+from jaxgan.objectives import NAMES as MODELS
+
+GENERATORS = ("unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks")   # named; also unet_<N>, resnet_<n>blocks
 DISCRIMINATORS = ("basic", "n_layers", "pixel")
 NORMS = ("batch", "instance", "none")
 GAN_MODES = ("vanilla", "lsgan", "wgangp")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 DTYPES = ("float32", "bfloat16")
+DIRECTIONS = ("AtoB", "BtoA")
+DATASET_KINDS = ("demo", "folder", "tfds")   # dataset="<kind>:..."; each has a backend in jaxgan/data/
+DEMO_DATASETS = ("facades", "seasons")       # dataset="demo:<name>" (jaxgan/data/demo.py)
+
+# Keys with a fixed set of values (netG has a grammar instead: parse_netG).
+CHOICES: dict[str, Sequence[str]] = {
+    "model": MODELS, "netD": DISCRIMINATORS, "norm": NORMS, "gan_mode": GAN_MODES, "init_type": INIT_TYPES,
+    "preprocess": PREPROCESS, "dtype": DTYPES, "direction": DIRECTIONS,
+}
+POSITIVE_KEYS = ("input_nc", "output_nc", "ngf", "ndf", "batch_size", "load_size", "crop_size", "n_layers_D",
+                 "epoch_count")
+NON_NEGATIVE_KEYS = ("lr", "lambda_L1", "lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "pool_size",
+                     "n_epochs", "n_epochs_decay", "num_workers", "init_gain", "log_every_steps",
+                     "checkpoint_every_steps", "sample_every_steps", "eval_every_steps", "keep_checkpoints")
+
+# Keys recipes may leave out; ``--config.KEY`` may still set them (name -> type, default).
+OPTIONAL_KEYS: dict[str, tuple[type, Any]] = {
+    "demo_seed": (int, 0),            # built-in demo data: generator seed
+    "demo_train_size": (int, 400),    # images per domain in the demo train split
+    "demo_test_size": (int, 50),      # images in the demo test split
+    "demo_image_size": (int, 0),      # side of the generated images (0: load_size for train, else crop_size)
+    "data_threads": (int, 0),         # Grain reader threads (0: automatic)
+    "prefetch_batches": (int, 4),     # batches read ahead
+    "wandb_project": (str, "jaxgan"),
+    "sample_rows": (int, 4),          # images per sample grid
+    "eval_mode": (bool, False),       # evaluate with running BatchNorm statistics and no dropout
+}
+
+_RESNET = re.compile(r"resnet_(\d+)blocks")
+_UNET = re.compile(r"unet_(\d+)")
+NETG_HELP = ("resnet_9blocks, resnet_6blocks (resnet_<n>blocks), unet_256, unet_128 or unet_<N> with N a power "
+             "of two >= 32")
+
+
+def parse_netG(netG: str) -> tuple[str, int]:
+  """``("resnet", n_blocks)`` or ``("unet", num_downs)``; ValueError for an unknown name."""
+  m = _RESNET.fullmatch(str(netG))
+  if m and int(m.group(1)) >= 1:
+    return "resnet", int(m.group(1))
+  m = _UNET.fullmatch(str(netG))
+  if m:
+    size = int(m.group(1))
+    if size >= 32 and size & (size - 1) == 0:
+      return "unet", size.bit_length() - 1
+  raise ValueError(f"netG must be {NETG_HELP}; got {netG!r}")
+
+
+def generator_stride(netG: str) -> int:
+  """H and W of a generator's input must be multiples of this: 4 for ResNet, 2**num_downs for U-Net."""
+  kind, n = parse_netG(netG)
+  return 4 if kind == "resnet" else 2 ** n
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+  """ValueError naming ``name`` and the valid values unless ``value`` is one of ``choices``."""
+  if value not in choices:
+    raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Check every choice and range of a whole config; ValueError naming the key and the valid values."""
+  for key, choices in CHOICES.items():
+    if key in config:
+      check_choice(f"config.{key}", config[key], choices)
+  try:
+    parse_netG(str(config.netG))
+  except ValueError:
+    raise ValueError(f"config.netG={config.netG!r} is not valid; choose one of: {NETG_HELP}") from None
+  for key in POSITIVE_KEYS:
+    if key in config and int(config[key]) < 1:
+      raise ValueError(f"config.{key}={config[key]} must be >= 1")
+  for key in NON_NEGATIVE_KEYS:
+    if key in config and float(config[key]) < 0:
+      raise ValueError(f"config.{key}={config[key]} must be >= 0")
+  if int(config.crop_size) > int(config.load_size) and "crop" in str(config.preprocess):
+    raise ValueError(f"config.crop_size={config.crop_size} is larger than config.load_size={config.load_size}")
+  dataset = str(config.dataset)
+  kind, _, name = dataset.partition(":")
+  if kind not in DATASET_KINDS or not name:
+    raise ValueError(f"config.dataset={dataset!r}: expected demo:<name>, folder:PATH or tfds:NAME[/CONFIG]")
+  if kind == "demo" and name not in DEMO_DATASETS:
+    raise ValueError(f"config.dataset={dataset!r}: unknown demo dataset; choose one of: "
+                     + ", ".join("demo:" + d for d in DEMO_DATASETS))
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -59,6 +151,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.adam_eps = 1e-8             # Adam's epsilon (the reference's, torch's default)
   c.n_epochs = 100
   c.n_epochs_decay = 100
+  c.epoch_count = 1             # the epoch the schedule starts at (reference --epoch_count; continue/fine-tune)
   c.steps_per_epoch = -1        # -1: set by the training loop from the dataset size
   c.num_train_steps = -1        # > 0: exactly this many steps, decay over the second half
   c.seed = 0

@@ -26,10 +26,16 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgan import common, losses, optim, pool
+from jaxgan import checks, config as config_lib, losses, nets, optim, parallel, pool
 
 Batch = Mapping[str, jax.Array]
 GENERATORS = ("G_AB", "G_BA")
+DIRECTIONS = ("AtoB", "BtoA")
+GENERATOR_FOR = {"AtoB": "G_AB", "BtoA": "G_BA"}   # direction -> generator in ``params``
+PAIRED = False                                     # unpaired domains
+STATE_KEYS = ("pool_size",)                        # the image pools' shapes
+ONE_IMAGE_SIZE = ("CycleGAN's image pools hold images of one fixed shape (and every new size would compile the "
+                  "train step again)")
 DISCRIMINATORS = ("D_A", "D_B")
 
 
@@ -53,10 +59,10 @@ def networks(config: ml_collections.ConfigDict) -> dict:
   """The four Linen modules; D_A judges B images (output_nc), D_B judges A images."""
   a_nc, b_nc = int(config.input_nc), int(config.output_nc)
   return {
-      "G_AB": common.build_generator(config, a_nc, b_nc),
-      "G_BA": common.build_generator(config, b_nc, a_nc),
-      "D_A": common.build_discriminator(config, b_nc),
-      "D_B": common.build_discriminator(config, a_nc),
+      "G_AB": nets.build_generator(config, a_nc, b_nc),
+      "G_BA": nets.build_generator(config, b_nc, a_nc),
+      "D_A": nets.build_discriminator(config, b_nc),
+      "D_B": nets.build_discriminator(config, a_nc),
   }
 
 
@@ -66,20 +72,20 @@ def _subset(tree: Mapping, names) -> dict:
 
 def init(rng: jax.Array, config: ml_collections.ConfigDict, batch: Batch) -> CycleGANState:
   """Initialise the four networks, both optimisers and both image pools."""
-  common.validate_config(config, "cyclegan")
-  common.check_batch(batch, config)
+  checks.validate_config(config, "cyclegan")
+  checks.check_batch(batch, config)
   if float(config.lambda_identity) > 0 and int(config.input_nc) != int(config.output_nc):
     raise ValueError(f"lambda_identity > 0 needs input_nc == output_nc, got {config.input_nc} and "
                      f"{config.output_nc}; set --config.lambda_identity=0")
-  rng = common.to_key(rng)
+  rng = nets.to_key(rng)
   keys = dict(zip(("G_AB", "G_BA", "D_A", "D_B", "state"), jax.random.split(rng, 5)))
-  nets = networks(config)
+  modules = networks(config)
   a = jnp.asarray(batch["A"][:1], jnp.float32)
   b = jnp.asarray(batch["B"][:1], jnp.float32)
   samples = {"G_AB": a, "G_BA": b, "D_A": b, "D_B": a}
   params, stats = {}, {}
-  for name, module in nets.items():
-    params[name], stats[name] = common.init_network(module, keys[name], samples[name])
+  for name, module in modules.items():
+    params[name], stats[name] = nets.init_network(module, keys[name], samples[name])
   tx = optim.make_optimizer(config)
   size = int(config.pool_size)
   return CycleGANState(
@@ -99,7 +105,7 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
   Returns the new state and float32 metrics ``D_A, G_A, cycle_A, idt_A, D_B, G_B,
   cycle_B, idt_B`` (the reference's names) plus ``G``, ``D`` totals and ``lr``.
   """
-  nets = networks(config)
+  modules = networks(config)
   tx = optim.make_optimizer(config)
   gan_mode = str(config.gan_mode)
   lam_a, lam_b, lam_idt = float(config.lambda_A), float(config.lambda_B), float(config.lambda_identity)
@@ -110,7 +116,7 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
   params, stats = state.params, state.batch_stats
 
   def d_apply(name, p, s, x):
-    return common.apply_train(nets[name], p, s, x, None)
+    return nets.apply_train(modules[name], p, s, x, None)
 
   # 1-2. Generators, with the discriminators held fixed.
   def g_loss_fn(p_g):
@@ -118,7 +124,7 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
     calls = iter(range(6))
 
     def g(name, x):
-      y, s[name] = common.apply_train(nets[name], p_g[name], s[name], x, jax.random.fold_in(k_drop, next(calls)))
+      y, s[name] = nets.apply_train(modules[name], p_g[name], s[name], x, jax.random.fold_in(k_drop, next(calls)))
       return y
 
     fake_b = g("G_AB", real_a)
@@ -145,13 +151,16 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
 
   (loss_g, (terms, stats, fake_a, fake_b)), grads_g = jax.value_and_grad(g_loss_fn, has_aux=True)(
       _subset(params, GENERATORS))
-  grads_g = common.cross_replica_mean(grads_g, config)
+  grads_g = nets.cross_replica_mean(grads_g, config)
   updates_g, opt_g = tx.update(grads_g, state.opt_state["G"], _subset(params, GENERATORS))
   new_g = optax.apply_updates(_subset(params, GENERATORS), updates_g)
 
   # 3. Image pools, then the discriminators.
+  # The pool takes the global batch in order (one device's semantics); what comes out is split over the
+  # devices again, so each runs the discriminators on its own 1/N of the batch.
   pool_b, fake_b = pool.query(state.pools["B"], jax.lax.stop_gradient(fake_b), k_pool_b)
   pool_a, fake_a = pool.query(state.pools["A"], jax.lax.stop_gradient(fake_a), k_pool_a)
+  fake_b, fake_a = parallel.shard_over_batch(fake_b), parallel.shard_over_batch(fake_a)
 
   def d_loss_fn(p_d):
     s = dict(stats)
@@ -170,7 +179,7 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
 
   (loss_d, (d_terms, stats)), grads_d = jax.value_and_grad(d_loss_fn, has_aux=True)(
       _subset(params, DISCRIMINATORS))
-  grads_d = common.cross_replica_mean(grads_d, config)
+  grads_d = nets.cross_replica_mean(grads_d, config)
   updates_d, opt_d = tx.update(grads_d, state.opt_state["D"], _subset(params, DISCRIMINATORS))
   new_d = optax.apply_updates(_subset(params, DISCRIMINATORS), updates_d)
 
@@ -183,22 +192,23 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
   )
   metrics = {**terms, **d_terms, "G": loss_g, "D": loss_d,
              "lr": jnp.asarray(optim.lr_schedule(config)(state.step), jnp.float32)}
-  return new_state, common.cross_replica_mean(metrics, config)
+  return new_state, nets.cross_replica_mean(metrics, config)
 
 
 def translate(state: CycleGANState, images: jax.Array, *, config: ml_collections.ConfigDict,
-              direction: str = "AtoB", eval_mode: bool = False, rng: jax.Array | None = None) -> jax.Array:
+              direction: str = "AtoB", eval_mode: bool = False, rng: jax.Array | None = None,
+              ids: jax.Array | None = None) -> jax.Array:
   """Translate images [N,H,W,C] in [-1,1] with ``G_AB`` (``AtoB``) or ``G_BA`` (``BtoA``).
 
-  See :func:`jaxgan.common.generate` for ``eval_mode``.
+  See :func:`jaxgan.nets.generate` for ``eval_mode`` and ``ids`` (image
+  ``i``'s randomness is keyed by ``ids[i]``, default ``i``).
   """
   if direction not in ("AtoB", "BtoA"):
     raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")
-  from jaxgan import models
-  name = "G_AB" if direction == "AtoB" else "G_BA"
+  name = GENERATOR_FOR[direction]
   in_nc = int(config.input_nc) if direction == "AtoB" else int(config.output_nc)
-  common.check_images(images, channels=in_nc, name="images", stride=models.generator_stride(str(config.netG)))
+  checks.check_images(images, channels=in_nc, name="images", stride=config_lib.generator_stride(str(config.netG)))
   module = networks(config)[name]
   key = rng if rng is not None else jax.random.fold_in(state.rng, 0x7E57)
-  return common.generate(module, state.params[name], state.batch_stats[name], jnp.asarray(images, jnp.float32),
-                         eval_mode=eval_mode, rng=key)
+  return nets.generate(module, state.params[name], state.batch_stats[name], jnp.asarray(images, jnp.float32),
+                         eval_mode=eval_mode, rng=key, ids=ids)

@@ -6,6 +6,14 @@ applies them: the ``jaxgan`` program does (``cli.main`` run as a program) and
 threads or its backend. Users with their own loop can call :func:`configure`
 at the top of their script. ``JAXGAN_HOST_TUNING=0`` turns both off.
 
+Both are for hosts whose JAX backend is the CPU. On a GPU/TPU host the
+malloc setting only costs (freed host memory is never returned to the OS,
+which hurts Colab's RAM and threaded input pipelines), so :func:`configure`
+applies nothing when :func:`expected_backend` says an accelerator will be used:
+``JAX_PLATFORMS`` names one first, or (``JAX_PLATFORMS`` unset) a JAX GPU/TPU
+plugin or ``libtpu`` is installed. It must decide before JAX initialises its
+backend, hence it reads the environment and the installed packages only.
+
 * :func:`keep_freed_memory` -- glibc's malloc serves every block over 32 MiB
   (and every large block of a non-main thread) with ``mmap`` and returns it to
   the OS on ``free``. XLA:CPU allocates a step's temporary buffers fresh each
@@ -74,8 +82,38 @@ def add_xla_cpu_flags(environ: dict | None = None) -> list[str]:
   return added
 
 
-def configure() -> dict:
-  """Apply both settings (unless ``JAXGAN_HOST_TUNING=0``); returns what was applied."""
-  if not _enabled():
-    return {"keep_freed_memory": False, "xla_flags": []}
-  return {"keep_freed_memory": keep_freed_memory(), "xla_flags": add_xla_cpu_flags()}
+_ACCELERATOR_PACKAGES = {"libtpu": "tpu", "libtpu_nightly": "tpu"}   # plus jax_plugins entry points (cuda, rocm)
+
+
+def expected_backend(environ: dict | None = None, plugins: list[str] | None = None) -> str:
+  """The platform JAX will pick ("cpu", "gpu" or "tpu"), decided without initialising JAX.
+
+  ``JAX_PLATFORMS`` wins (its first entry); else an installed JAX plugin
+  (``jax_plugins`` entry points such as ``cuda12``/``rocm``) means "gpu" and
+  ``libtpu`` means "tpu"; else "cpu". ``plugins`` replaces the installed list (tests).
+  """
+  env = os.environ if environ is None else environ
+  first = env.get("JAX_PLATFORMS", "").split(",")[0].strip().lower()
+  if first:
+    return {"cuda": "gpu", "rocm": "gpu"}.get(first, first)
+  if plugins is None:
+    import importlib.metadata  # pylint: disable=import-outside-toplevel
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    plugins = [e.name for e in importlib.metadata.entry_points(group="jax_plugins")]
+    plugins += [name for name in _ACCELERATOR_PACKAGES if importlib.util.find_spec(name) is not None]
+  for name in plugins:
+    if name in _ACCELERATOR_PACKAGES:
+      return _ACCELERATOR_PACKAGES[name]
+    if "tpu" in name:
+      return "tpu"
+    if any(k in name for k in ("cuda", "rocm", "gpu")):
+      return "gpu"
+  return "cpu"
+
+
+def configure(environ: dict | None = None) -> dict:
+  """Apply both settings on a CPU host (unless ``JAXGAN_HOST_TUNING=0``); returns what was applied."""
+  backend = expected_backend(environ)
+  if not _enabled() or backend != "cpu":
+    return {"keep_freed_memory": False, "xla_flags": [], "backend": backend}
+  return {"keep_freed_memory": keep_freed_memory(), "xla_flags": add_xla_cpu_flags(environ), "backend": backend}

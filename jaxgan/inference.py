@@ -1,14 +1,14 @@
-"""Using a trained model: restore it for inference, evaluate it, translate image files.
+"""Using a trained model (library; the commands in :mod:`jaxgan.commands` call it).
 
 Owns :func:`load_for_inference` (newest or chosen checkpoint, config from the
 checkpoint), :func:`evaluate` (L1 / PSNR / SSIM on a split, with the
-copy-the-input baseline), :func:`visuals` (sample grids for the logs) and the
-``translate`` / ``evaluate`` commands. Writing happens only in the ``--output``
-folder and ``WORKDIR/eval*.json``; existing files are never replaced unless asked.
+copy-the-input and mean-image baselines), :func:`visuals` (sample grids for the
+logs) and translating image files (:func:`list_inputs`, :func:`plan_outputs`,
+:func:`translate_files`). Writing happens only in the output folder the caller
+names; existing files are never replaced unless asked.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -21,36 +21,25 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxgan import checkpoint, metrics, parallel
+from jaxgan import checkpoint, metrics, objectives, parallel
+from jaxgan import config as config_lib
+from jaxgan.reporting import write_json  # noqa: F401  (re-exported for the commands)
 
 _JIT_CACHE: dict = {}
 
 
 def _translate_fn(model, config: ml_collections.ConfigDict, direction: str, eval_mode: bool):
-  """``jit(translate)`` for this model/config/direction, compiled once per process."""
+  """``jit(translate)(state, images, ids)`` for this model/config/direction, compiled once per process."""
   key = (model.__name__, json.dumps(config.to_dict(), sort_keys=True), direction, bool(eval_mode))
   if key not in _JIT_CACHE:
-    _JIT_CACHE[key] = jax.jit(functools.partial(model.translate, config=config, direction=direction,
-                                                eval_mode=bool(eval_mode)))
+    _JIT_CACHE[key] = jax.jit(lambda state, images, ids: model.translate(
+        state, images, config=config, direction=direction, eval_mode=bool(eval_mode), ids=ids))
   return _JIT_CACHE[key]
 
 
-def _per_image_fn(model, config: ml_collections.ConfigDict, direction: str, eval_mode: bool):
-  """``(state, images [N,H,W,C], keys [N,2]) -> outputs``: each image translated alone with its own key,
-  so its result does not depend on the batch it is in."""
-  key = ("per_image", model.__name__, json.dumps(config.to_dict(), sort_keys=True), direction, bool(eval_mode))
-  if key not in _JIT_CACHE:
-    def run(state, images, keys):
-      one = lambda x, k: model.translate(state, x[None], config=config, direction=direction,  # noqa: E731
-                                         eval_mode=bool(eval_mode), rng=k)[0]
-      return jax.vmap(one)(images, keys)
-    _JIT_CACHE[key] = jax.jit(run)
-  return _JIT_CACHE[key]
-
-
-def _model(config):
-  from jaxgan import train
-  return train.model_module(config)
+def image_id(name: str | int) -> int:
+  """The stable id that keys an image's randomness: its index in a split, or the CRC-32 of its file name."""
+  return int(name) if isinstance(name, (int, np.integer)) else zlib.crc32(str(name).encode())
 
 
 # ------------------------------------------------------------------ restore
@@ -62,11 +51,10 @@ def load_for_inference(workdir: str | os.PathLike, step: int | None = None) -> t
   if not workdir.is_dir():
     raise FileNotFoundError(f"--workdir {workdir} does not exist (train first: jaxgan train --config ... "
                             f"--workdir {workdir})")
-  from jaxgan import train
   rep = parallel.replicated_sharding(parallel.make_mesh())
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   try:
-    step, state, meta = ckpt.restore_newest(None, lambda m: train.abstract_state_for(m, rep), step=step)
+    step, state, meta = ckpt.restore_newest(None, lambda m: checkpoint.abstract_state_for(m, rep), step=step)
   finally:
     ckpt.close()
   return state, ml_collections.ConfigDict(meta["config"]), step
@@ -95,19 +83,32 @@ def sample_batch(config: ml_collections.ConfigDict, fallback: Mapping[str, np.nd
 
 
 def visuals(model, config: ml_collections.ConfigDict, state: Any, batch: Mapping[str, np.ndarray]) -> dict:
-  """Named image arrays for a sample grid (reference test-time behaviour).
+  """Named image arrays for a sample grid (reference test-time behaviour; image ``i`` keyed by id ``i``).
 
-  pix2pix: ``real_A | fake_B | real_B``; CycleGAN: ``real_A | fake_B | rec_A | real_B | fake_A | rec_B``.
+  One direction (pix2pix): ``real_A | fake_B | real_B``; two (CycleGAN):
+  ``real_A | fake_B | rec_A | real_B | fake_A | rec_B``.
   """
   eval_mode = bool(config.get("eval_mode", False))
+  ids = np.arange(len(batch["A"]), dtype=np.uint32)
   ab = _translate_fn(model, config, "AtoB", eval_mode)
-  fake_b = ab(state, batch["A"])
-  if config.model == "pix2pix":
+  fake_b = ab(state, batch["A"], ids)
+  if "BtoA" not in model.DIRECTIONS:
     return {"real_A": batch["A"], "fake_B": np.asarray(fake_b), "real_B": batch["B"]}
   ba = _translate_fn(model, config, "BtoA", eval_mode)
-  fake_a = ba(state, batch["B"])
-  return {"real_A": batch["A"], "fake_B": np.asarray(fake_b), "rec_A": np.asarray(ba(state, fake_b)),
-          "real_B": batch["B"], "fake_A": np.asarray(fake_a), "rec_B": np.asarray(ab(state, fake_a))}
+  fake_a = ba(state, batch["B"], ids)
+  return {"real_A": batch["A"], "fake_B": np.asarray(fake_b), "rec_A": np.asarray(ba(state, fake_b, ids)),
+          "real_B": batch["B"], "fake_A": np.asarray(fake_a), "rec_B": np.asarray(ab(state, fake_a, ids))}
+
+
+def _split_batches(pipeline, max_batches: int) -> Iterator[tuple[np.ndarray, dict]]:
+  """``(ids, batch)`` of an unshuffled split: ids are the images' indices in the split."""
+  start = 0
+  for i, batch in enumerate(pipeline.iterator()):
+    if 0 <= max_batches <= i:
+      break
+    n = len(batch["A"])
+    yield np.arange(start, start + n, dtype=np.uint32), batch
+    start += n
 
 
 def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "test", max_batches: int = -1,
@@ -115,47 +116,55 @@ def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "tes
   """Metrics of the model on ``split`` (see :mod:`jaxgan.metrics`; images in [0, 1]).
 
   Paired data (pix2pix, the demo CycleGAN test split): ``l1, psnr, ssim`` of
-  the translation A->B against B, and ``copy_input_*``, the same for returning
-  A unchanged (when A and B have equal channels); for demo data ``oracle_*``,
-  the same for a second rendering of B with other texture noise (what a
-  perfect model could about reach); CycleGAN adds ``BtoA_*``.
-  Unpaired data: ``cycle_A_*`` / ``cycle_B_*``, the reconstruction A->B->A and B->A->B.
+  the translation A->B against B, and two baselines: ``copy_input_*`` returns A
+  unchanged (when A and B have equal channels) and ``mean_image_*`` predicts the
+  split's mean B image (pixel-wise, over the evaluated images) for every input;
+  for demo data, ``oracle_*`` scores a second rendering of each B with other
+  texture noise (about the best any model could do); a second direction adds
+  the same under ``BtoA_``. Unpaired data:
+  ``cycle_A_*`` / ``cycle_B_*``, the reconstruction A->B->A and B->A->B.
+  Image ``i`` of the split is translated with randomness keyed by ``i``, so the
+  numbers do not depend on the batch size.
   """
   from jaxgan import data
-  model = _model(config)
+  model = objectives.for_config(config)
   pipeline = data.create_pipeline(config, split=split, shuffle=False, process_index=0, process_count=1,
                                   num_epochs=1)
-  ab = _translate_fn(model, config, "AtoB", eval_mode)
-  ba = _translate_fn(model, config, "BtoA", eval_mode) if config.model == "cyclegan" else None
+  directions = [d for d in ("AtoB", "BtoA") if d in model.DIRECTIONS]
+  fns = {d: _translate_fn(model, config, d, eval_mode) for d in directions}
+  source = {"AtoB": "A", "BtoA": "B"}
+  target = {"AtoB": "B", "BtoA": "A"}
+  prefix = {"AtoB": "", "BtoA": "BtoA_"}
   same_nc = int(config.input_nc) == int(config.output_nc)
   from jaxgan.data import demo
   oracle_config = demo.oracle_config(config) if pipeline.paired else None
   oracle = None if oracle_config is None else data.create_pipeline(
       oracle_config, split=split, shuffle=False, process_index=0, process_count=1, num_epochs=1).iterator()
   acc = metrics.MeanAccumulator()
-  for i, batch in enumerate(pipeline.iterator()):
-    if 0 <= max_batches <= i:
-      break
-    a, b = batch["A"], batch["B"]
-    fake_b = ab(state, a)
+  sums: dict[str, np.ndarray] = {}
+  for ids, batch in _split_batches(pipeline, max_batches):
     if pipeline.paired:
-      acc.add(metrics.image_metrics(fake_b, b))
-      if oracle is not None:   # the same examples, rendered with other noise
-        second = next(oracle)
-        acc.add(metrics.image_metrics(second["B"], b), prefix="oracle_")
-        if ba is not None:
-          acc.add(metrics.image_metrics(second["A"], a), prefix="BtoA_oracle_")
-      if same_nc:
-        acc.add(metrics.image_metrics(a, b), prefix="copy_input_")
-      if ba is not None:
-        acc.add(metrics.image_metrics(ba(state, b), a), prefix="BtoA_")
+      second = next(oracle) if oracle is not None else None   # the same examples, rendered with other noise
+      for d in directions:
+        x, y = batch[source[d]], batch[target[d]]
+        acc.add(metrics.image_metrics(fns[d](state, x, ids), y), prefix=prefix[d])
+        if second is not None:
+          acc.add(metrics.image_metrics(second[target[d]], y), prefix=prefix[d] + "oracle_")
         if same_nc:
-          acc.add(metrics.image_metrics(b, a), prefix="BtoA_copy_input_")
+          acc.add(metrics.image_metrics(x, y), prefix=prefix[d] + "copy_input_")
+        sums[d] = sums.get(d, 0.0) + np.sum(y, axis=0, dtype=np.float64)
     else:
-      acc.add(metrics.image_metrics(ba(state, fake_b), a), prefix="cycle_A_")
-      acc.add(metrics.image_metrics(ab(state, ba(state, b)), b), prefix="cycle_B_")
+      ab, ba = fns["AtoB"], fns["BtoA"]
+      acc.add(metrics.image_metrics(ba(state, ab(state, batch["A"], ids), ids), batch["A"]), prefix="cycle_A_")
+      acc.add(metrics.image_metrics(ab(state, ba(state, batch["B"], ids), ids), batch["B"]), prefix="cycle_B_")
   if acc.num_images == 0:
     raise data.DataError(f"split {split!r} of {config.dataset} gave no images to evaluate")
+  if sums:   # second pass: the mean target image as the prediction for every input
+    means = {d: (sums[d] / acc.num_images).astype(np.float32) for d in sums}
+    for _, batch in _split_batches(pipeline, max_batches):
+      for d, mean in means.items():
+        y = batch[target[d]]
+        acc.add(metrics.image_metrics(np.broadcast_to(mean, y.shape), y), prefix=prefix[d] + "mean_image_")
   result = {"step": int(jax.device_get(state.step)), "split": split, "dataset": str(config.dataset),
             "paired": bool(pipeline.paired), "num_images": acc.num_images, "eval_mode": bool(eval_mode)}
   result.update({k: round(v, 6) for k, v in acc.result().items()})
@@ -207,8 +216,9 @@ def plan_outputs(inputs: list[Path], output: str | os.PathLike, *, overwrite: bo
   return targets
 
 
-def ensure_writable(folder: Path) -> None:
+def ensure_writable(folder: str | os.PathLike) -> None:
   """Create ``folder`` and check that a file can be written there (clear error otherwise)."""
+  folder = Path(folder)
   try:
     folder.mkdir(parents=True, exist_ok=True)
     probe = folder / f".jaxgan-write-test-{os.getpid()}"
@@ -250,7 +260,7 @@ def _load(path: Path, channels: int, convert: bool) -> np.ndarray:
           f"{path} has {raw.shape[-1]} channel(s) but the model was trained on {channels}; convert it "
           "(or pass --convert to convert RGB<->gray and drop alpha as the reference does)")
     raw = image_io.convert_channels(raw, channels, name=str(path))
-  return image_io.to_unit_range(raw)
+  return image_io.to_model_range(raw)
 
 
 def _batches(files: list[Path], targets: list[Path], channels: int, convert: bool, batch_size: int,
@@ -269,39 +279,41 @@ def _batches(files: list[Path], targets: list[Path], channels: int, convert: boo
       yield [b[0] for b in bucket], np.stack([b[1] for b in bucket]), [b[2] for b in bucket]
 
 
-def translate_command(args: argparse.Namespace) -> int:
-  """``jaxgan translate``: see ``jaxgan translate --help``."""
-  from jaxgan import data, models
-  if args.batch_size < 1:
-    raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
-  files = list_inputs(args.input)
-  targets = plan_outputs(files, args.output, overwrite=args.overwrite)
-  ensure_writable(Path(args.output))
-  state, config, step = load_for_inference(args.workdir, args.step)
-  model = _model(config)
-  if config.model == "pix2pix" and args.direction != "AtoB":
-    raise ValueError("a pix2pix model translates one way only: use --direction AtoB (its input -> output)")
-  channels = int(config.input_nc if args.direction == "AtoB" else config.output_nc)
-  out_channels = int(config.output_nc if args.direction == "AtoB" else config.input_nc)
+def translate_files(state: Any, config: ml_collections.ConfigDict, files: list[Path], targets: list[Path], *,
+                    direction: str = "AtoB", eval_mode: bool = False, convert: bool = False, batch_size: int = 8,
+                    progress: bool = False) -> int:
+  """Translate image ``files`` into PNG ``targets`` (from :func:`plan_outputs`); returns the number written.
+
+  Every input is checked before anything is written. Each image gets the
+  result it would get alone: its randomness (dropout, the image's own BatchNorm
+  statistics) is keyed by its output file name, whatever the batch size.
+  Outputs keep the input's size (padded to the generator's stride and cropped
+  back) and have the channels the model produces.
+  """
+  from jaxgan import data
+  model = objectives.for_config(config)
+  if direction not in model.DIRECTIONS:
+    raise ValueError(f"a {config.model} model translates {' or '.join(model.DIRECTIONS)} only, got --direction "
+                     f"{direction}" + (" (its input -> output)" if len(model.DIRECTIONS) == 1 else ""))
+  channels = int(config.input_nc if direction == "AtoB" else config.output_nc)
+  out_channels = int(config.output_nc if direction == "AtoB" else config.input_nc)
   if out_channels not in (1, 3, 4):
     raise ValueError(f"the model outputs {out_channels} channels; PNG output supports 1, 3 or 4")
-  if not args.convert:   # refuse before writing anything
+  if not convert:   # refuse before writing anything
     for f in files:
       if _channel_count(f) != channels:
         _load(f, channels, convert=False)
-  stride = models.generator_stride(str(config.netG))
-  run = _per_image_fn(model, config, args.direction, args.eval)
-  base = jax.random.fold_in(jax.device_get(state.rng), 0x7E57)
+  stride = config_lib.generator_stride(str(config.netG))
+  run = _translate_fn(model, config, direction, eval_mode)
   from tqdm import tqdm
-  bar = tqdm(total=len(files), unit="img", desc="translate", file=sys.stderr, disable=not sys.stderr.isatty())
+  bar = tqdm(total=len(files), unit="img", desc="translate", file=sys.stderr, disable=not progress)
   written = 0
-  for dsts, images, sizes in _batches(files, targets, channels, args.convert, args.batch_size, stride):
+  for dsts, images, sizes in _batches(files, targets, channels, convert, batch_size, stride):
     n = len(images)
-    if n < args.batch_size:    # same compiled shape for every batch; the extra copies are discarded
-      images = np.concatenate([images, np.repeat(images[-1:], args.batch_size - n, axis=0)])
-    keys = np.stack([jax.random.fold_in(base, zlib.crc32(d.name.encode())) for d in dsts]
-                    + [base] * (len(images) - n))
-    outputs = np.asarray(run(state, images, keys))[:n]
+    if n < batch_size:    # same compiled shape for every batch; the extra copies are discarded
+      images = np.concatenate([images, np.repeat(images[-1:], batch_size - n, axis=0)])
+    ids = np.asarray([image_id(d.name) for d in dsts] + [0] * (len(images) - n), np.uint32)
+    outputs = np.asarray(run(state, images, ids))[:n]
     for dst, out, (h, w) in zip(dsts, outputs, sizes):
       tmp = dst.with_name(f".{dst.stem}.partial.png")
       data.save_image(tmp, out[:h, :w])
@@ -309,19 +321,4 @@ def translate_command(args: argparse.Namespace) -> int:
       written += 1
     bar.update(n)
   bar.close()
-  print(f"wrote {written} image(s) to {args.output} (checkpoint step {step}, {config.model}, {args.direction})",
-        file=sys.stderr)
-  return 0
-
-
-def evaluate_command(args: argparse.Namespace) -> int:
-  """``jaxgan evaluate``: one JSON line on stdout; WORKDIR/eval.json (eval_<split>.json for other splits)."""
-  state, config, _ = load_for_inference(args.workdir, args.step)
-  results = evaluate(config, state, split=args.split, max_batches=args.batches, eval_mode=args.eval)
-  name = "eval.json" if args.split == "test" else f"eval_{args.split}.json"
-  path = Path(args.workdir) / name
-  tmp = path.with_name(name + ".tmp")
-  tmp.write_text(json.dumps(results, indent=1) + "\n")
-  os.replace(tmp, path)
-  print(json.dumps(results))
-  return 0
+  return written

@@ -17,14 +17,26 @@ def lr_schedule(config: ml_collections.ConfigDict) -> Callable[[jnp.ndarray], jn
 
   * ``num_train_steps > 0``: constant for the first half of the run, then a
     linear decay that reaches ``lr / (decay_steps)`` on the last step (0 after).
-  * otherwise the reference ``linear`` policy per epoch (1-based epoch
-    ``e = step // steps_per_epoch + 1``): factor ``1 - max(0, e - n_epochs) /
-    (n_epochs_decay + 1)``, i.e. constant for ``n_epochs`` epochs and then a
-    linear decay towards zero over ``n_epochs_decay`` epochs.
+  * otherwise the reference ``linear`` policy per epoch: in (1-based) epoch
+    ``e = step // steps_per_epoch + epoch_count`` the factor is
+    ``1 - max(0, e - n_epochs) / (n_epochs_decay + 1)``: constant for epochs
+    1..``n_epochs``, then a linear decay over ``n_epochs_decay`` epochs, the
+    last at ``lr / (n_epochs_decay + 1)``. This is the paper's schedule and the
+    authors' original placement (the scheduler stepped at the end of each
+    epoch); their current ``train.py`` steps it at the start of each epoch,
+    which shifts everything one epoch earlier (99 constant epochs of 100, the
+    last epoch at lr 0). ``epoch_count`` (reference ``--epoch_count``, default
+    1) starts the schedule at a later epoch, to continue or fine-tune a run.
   """
   base = float(config.lr)
   total = int(config.get("num_train_steps", -1) or -1)
+  epoch_count = int(config.get("epoch_count", 1))
+  if epoch_count < 1:
+    raise ValueError(f"config.epoch_count must be >= 1 (the 1-based epoch the schedule starts at), got {epoch_count}")
   if total > 0:
+    if epoch_count != 1:
+      raise ValueError(f"config.epoch_count={epoch_count} applies to the epoch schedule; with "
+                       f"config.num_train_steps={total} set it is ignored, so unset one of them")
     constant = total // 2
     decay = max(total - constant, 1)
 
@@ -41,7 +53,7 @@ def lr_schedule(config: ml_collections.ConfigDict) -> Callable[[jnp.ndarray], jn
   n_epochs, n_decay = int(config.n_epochs), int(config.n_epochs_decay)
 
   def by_epochs(step):
-    epoch = step // spe + 1
+    epoch = step // spe + epoch_count
     factor = 1.0 - jnp.maximum(0, epoch - n_epochs) / float(n_decay + 1)
     return base * jnp.maximum(factor, 0.0)
 

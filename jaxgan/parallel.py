@@ -19,11 +19,13 @@ randomness (``fold_in(rng, device index)``), and each device keeps its *own*
 image pool of ``pool_size`` of its own fakes (README, "Many devices and hosts").
 
 Multi-host: :func:`initialize_distributed` joins the job (explicit flags or
-cluster auto-detection), :func:`is_main_process` gates logs and files.
+cluster auto-detection), :func:`is_main_process` gates logs and files,
+:func:`compile_everywhere` compiles a step on every process before its first
+collective runs.
 """
 from __future__ import annotations
 
-import functools
+import itertools
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -137,6 +139,21 @@ def _without_axis_name(config: Any) -> Any:
   return cfg
 
 
+def shard_over_batch(x: jax.Array) -> jax.Array:
+  """Inside a step traced by :func:`jit_train_step`: constrain ``x`` [N, ...] to be split over ``data``.
+
+  For values computed from the whole global batch in a replicated way (the
+  CycleGAN image pool processes the global batch in order), this tells XLA to
+  run what follows on 1/N of the batch per device instead of the whole batch on
+  every device. Outside a ``data`` mesh (one device, pmap, plain jit) or when N
+  does not split, it returns ``x`` unchanged.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or DATA_AXIS not in mesh.axis_names or x.shape[0] % mesh.shape[DATA_AXIS]:
+    return x
+  return jax.lax.with_sharding_constraint(x, P(DATA_AXIS))
+
+
 def jit_train_step(train_step: Callable, config: Any, mesh: Mesh, *, donate: bool = True) -> Callable:
   """``train_step(state, batch, config=config)`` compiled with state replicated and batch sharded.
 
@@ -144,10 +161,17 @@ def jit_train_step(train_step: Callable, config: Any, mesh: Mesh, *, donate: boo
   :func:`shard_batch` (global batch [N, H, W, C] split over ``data``) and
   ``state`` from :func:`replicate`; it returns the new replicated state and
   replicated float32 metrics. The input state is donated (do not reuse it).
+  The step is traced under the mesh (``jax.sharding.use_abstract_mesh``), so
+  :func:`shard_over_batch` inside it can keep per-device work at 1/N.
   """
   rep, data = replicated_sharding(mesh), batch_sharding(mesh)
-  return jax.jit(functools.partial(train_step, config=_without_axis_name(config)), in_shardings=(rep, data),
-                 out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())
+  cfg = _without_axis_name(config)
+
+  def step(state, batch):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return train_step(state, batch, config=cfg)
+
+  return jax.jit(step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())
 
 
 # ----------------------------------------------------------------------------- pmap
@@ -287,3 +311,24 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 def is_main_process() -> bool:
   """Only process 0 writes logs, HTML pages, samples and printed output."""
   return jax.process_index() == 0
+
+
+_BARRIERS = itertools.count()
+
+
+def compile_everywhere(jitted: Callable, *args: Any, timeout_s: float = 3600) -> None:
+  """Compile ``jitted`` for ``args`` here and return once every process has compiled it.
+
+  Call it on every process, in the same order, before the first call that runs
+  collectives (one process: it only compiles). The later call reuses the
+  executable. Why: a process that finds the step in the persistent compilation
+  cache (only process 0 writes it; the others always compile on CPU) would
+  reach the first collective minutes early, and gloo (CPU) gives its peers 30 s
+  to join the first collective (``DEADLINE_EXCEEDED: ... cpu:gloo``). The wait
+  is a coordination-service barrier, which runs no collective.
+  """
+  jitted.lower(*args).compile()
+  if jax.process_count() > 1:
+    from jax._src import distributed   # the coordination client; Orbax waits on it the same way
+    name = f"jaxgan_compiled_{next(_BARRIERS)}"
+    distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))

@@ -24,9 +24,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgan import common, losses, optim
+from jaxgan import checks, config as config_lib, losses, nets, optim
 
 Batch = Mapping[str, jax.Array]
+DIRECTIONS = ("AtoB",)            # one generator: input -> output of the training pairs
+GENERATOR_FOR = {"AtoB": "G"}     # direction -> generator in ``params``
+PAIRED = True                     # trains on aligned A/B pairs
+STATE_KEYS: tuple[str, ...] = ()  # config keys beyond the networks' that fix the state's shapes
+ONE_IMAGE_SIZE = ""               # why training needs one image size ('' : only a batch of > 1 does)
 
 
 @flax.struct.dataclass
@@ -46,22 +51,22 @@ class Pix2PixState:
 
 def networks(config: ml_collections.ConfigDict):
   """(G, D) Linen modules for this config; D sees input_nc + output_nc channels."""
-  G = common.build_generator(config, int(config.input_nc), int(config.output_nc))
-  D = common.build_discriminator(config, int(config.input_nc) + int(config.output_nc))
+  G = nets.build_generator(config, int(config.input_nc), int(config.output_nc))
+  D = nets.build_discriminator(config, int(config.input_nc) + int(config.output_nc))
   return G, D
 
 
 def init(rng: jax.Array, config: ml_collections.ConfigDict, batch: Batch) -> Pix2PixState:
   """Initialise networks and optimisers for batches shaped like ``batch``."""
-  common.validate_config(config, "pix2pix")
-  common.check_batch(batch, config)
-  rng = common.to_key(rng)
+  checks.validate_config(config, "pix2pix")
+  checks.check_batch(batch, config)
+  rng = nets.to_key(rng)
   k_g, k_d, k_state = jax.random.split(rng, 3)
   G, D = networks(config)
   a = jnp.asarray(batch["A"][:1], jnp.float32)
   b = jnp.asarray(batch["B"][:1], jnp.float32)
-  params_g, stats_g = common.init_network(G, k_g, a)
-  params_d, stats_d = common.init_network(D, k_d, jnp.concatenate([a, b], axis=-1))
+  params_g, stats_g = nets.init_network(G, k_g, a)
+  params_d, stats_d = nets.init_network(D, k_d, jnp.concatenate([a, b], axis=-1))
   tx = optim.make_optimizer(config)
   params = {"G": params_g, "D": params_d}
   return Pix2PixState(
@@ -90,12 +95,12 @@ def train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Conf
 
   # 1. Generator forward once; keep its vjp for the generator update.
   def g_forward(p_g):
-    return common.apply_train(G, p_g, stats["G"], real_a, k_drop)
+    return nets.apply_train(G, p_g, stats["G"], real_a, k_drop)
 
   fake_b, g_vjp, stats_g = jax.vjp(g_forward, params["G"], has_aux=True)
 
   def d_apply(p_d, s_d, x):
-    return common.apply_train(D, p_d, s_d, x, None)
+    return nets.apply_train(D, p_d, s_d, x, None)
 
   # 2. Discriminator update on (A, fake_B) detached and (A, B).
   fake_ab = jnp.concatenate([real_a, jax.lax.stop_gradient(fake_b)], axis=-1)
@@ -111,7 +116,7 @@ def train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Conf
     return loss, (s_d, loss_real, loss_fake)
 
   (loss_d, (stats_d, d_real, d_fake)), grads_d = jax.value_and_grad(d_loss_fn, has_aux=True)(params["D"])
-  grads_d = common.cross_replica_mean(grads_d, config)
+  grads_d = nets.cross_replica_mean(grads_d, config)
   updates_d, opt_d = tx.update(grads_d, state.opt_state["D"], params["D"])
   params_d = optax.apply_updates(params["D"], updates_d)
 
@@ -124,7 +129,7 @@ def train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Conf
 
   (loss_g, (stats_d, g_gan, g_l1)), d_fake_b = jax.value_and_grad(g_loss_fn, has_aux=True)(fake_b)
   (grads_g,) = g_vjp(d_fake_b)
-  grads_g = common.cross_replica_mean(grads_g, config)
+  grads_g = nets.cross_replica_mean(grads_g, config)
   updates_g, opt_g = tx.update(grads_g, state.opt_state["G"], params["G"])
   params_g = optax.apply_updates(params["G"], updates_g)
 
@@ -136,24 +141,25 @@ def train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Conf
   )
   metrics = {"G_GAN": g_gan, "G_L1": g_l1, "G": loss_g, "D_real": d_real, "D_fake": d_fake, "D": loss_d,
              "lr": jnp.asarray(optim.lr_schedule(config)(state.step), jnp.float32)}
-  return new_state, common.cross_replica_mean(metrics, config)
+  return new_state, nets.cross_replica_mean(metrics, config)
 
 
 def translate(state: Pix2PixState, images: jax.Array, *, config: ml_collections.ConfigDict,
-              direction: str = "AtoB", eval_mode: bool = False, rng: jax.Array | None = None) -> jax.Array:
+              direction: str = "AtoB", eval_mode: bool = False, rng: jax.Array | None = None,
+              ids: jax.Array | None = None) -> jax.Array:
   """Map input images [N,H,W,input_nc] in [-1,1] to outputs [N,H,W,output_nc].
 
   pix2pix learns one direction, so only ``direction="AtoB"`` (input -> output of
   the training pairs, whatever ``config.direction`` chose) is valid. See
-  :func:`jaxgan.common.generate` for ``eval_mode`` (default: the reference's
-  test-time behaviour, each image independent of its batch-mates).
+  :func:`jaxgan.nets.generate` for ``eval_mode`` (default: the reference's
+  test-time behaviour) and ``ids`` (image ``i``'s randomness is keyed by
+  ``ids[i]``, default ``i``: pass stable ids for batch-independent results).
   """
   if direction != "AtoB":
     raise ValueError(f"pix2pix translates only AtoB (input to output of the training pairs), got {direction!r}")
-  from jaxgan import models  # local: keeps the import graph obvious
-  common.check_images(images, channels=int(config.input_nc), name="images",
-                      stride=models.generator_stride(str(config.netG)))
+  checks.check_images(images, channels=int(config.input_nc), name="images",
+                      stride=config_lib.generator_stride(str(config.netG)))
   G, _ = networks(config)
   key = rng if rng is not None else jax.random.fold_in(state.rng, 0x7E57)
-  return common.generate(G, state.params["G"], state.batch_stats["G"], jnp.asarray(images, jnp.float32),
-                         eval_mode=eval_mode, rng=key)
+  return nets.generate(G, state.params["G"], state.batch_stats["G"], jnp.asarray(images, jnp.float32),
+                         eval_mode=eval_mode, rng=key, ids=ids)

@@ -5,7 +5,8 @@ images are processed one by one in batch order; while the pool holds fewer than
 ``pool_size`` images each new image is stored and returned unchanged; once full,
 with probability 0.5 a uniformly chosen stored image is returned and the new
 image takes its slot, otherwise the new image is returned and the pool is kept.
-``pool_size == 0`` returns the images unchanged.
+``pool_size == 0`` returns the images unchanged and holds no arrays at all
+(``images`` and ``count`` are ``None``: checkpoints cannot store zero-size arrays).
 
 The state lives in arrays so it can sit inside the train state and checkpoints.
 """
@@ -20,13 +21,13 @@ import jax.numpy as jnp
 
 @flax.struct.dataclass
 class PoolState:
-  """``images``: [pool_size, H, W, C] float32; ``count``: int32 number stored."""
-  images: jax.Array
-  count: jax.Array
+  """``images``: [pool_size, H, W, C] float32; ``count``: int32 number stored (both None for pool_size 0)."""
+  images: jax.Array | None
+  count: jax.Array | None
 
   @property
   def pool_size(self) -> int:
-    return self.images.shape[0]
+    return 0 if self.images is None else self.images.shape[0]
 
 
 def init_pool(pool_size: int, image_shape: Sequence[int], dtype=jnp.float32) -> PoolState:
@@ -35,6 +36,8 @@ def init_pool(pool_size: int, image_shape: Sequence[int], dtype=jnp.float32) -> 
     raise ValueError(f"pool_size must be >= 0, got {pool_size}")
   if len(image_shape) != 3:
     raise ValueError(f"image_shape must be (H, W, C), got {tuple(image_shape)}")
+  if pool_size == 0:
+    return PoolState(images=None, count=None)
   return PoolState(images=jnp.zeros((pool_size, *image_shape), dtype), count=jnp.zeros((), jnp.int32))
 
 

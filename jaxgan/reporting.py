@@ -29,6 +29,14 @@ WEB_SUBDIR = "web"
 TB_SUBDIR = "tensorboard"
 
 
+def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
+  """Write ``data`` as indented JSON, atomically (a reader never sees half a file)."""
+  path = Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(dict(data), indent=1) + "\n")
+  os.replace(tmp, path)
+
+
 # ----------------------------------------------------------------- images
 
 

@@ -4,9 +4,10 @@ Around the jitted, data-parallel ``train_step`` of :mod:`jaxgan.pix2pix` /
 :mod:`jaxgan.cyclegan` this module owns: the data iterator, resuming from the
 newest checkpoint (state *and* iterator position, so a resumed run is
 bit-identical to one that never stopped), periodic checkpoints, SIGTERM/SIGINT
-handling (save at the next step boundary, return normally), stopping on a
-non-finite loss (naming the step; no checkpoint is written after it), logging
-(progress, TensorBoard, HTML page, W&B) and periodic evaluation.
+handling (save at the next step boundary, every process at the same step: see
+:mod:`jaxgan.preemption`; return normally), stopping on a non-finite loss
+(naming the step; no checkpoint is written after it), logging (progress,
+TensorBoard, HTML page, W&B) and periodic evaluation.
 """
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ import json
 import logging
 import math
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,7 +25,8 @@ import ml_collections
 import numpy as np
 
 import jaxgan
-from jaxgan import checkpoint, parallel, reporting
+from jaxgan import checkpoint, checks, objectives, parallel, reporting
+from jaxgan.preemption import StopAgreement, StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +49,12 @@ class TrainResult:
   state: Any = None
 
 
-def model_module(config: ml_collections.ConfigDict):
-  """The objective module (:mod:`jaxgan.pix2pix` or :mod:`jaxgan.cyclegan`) for ``config.model``."""
-  if config.model == "pix2pix":
-    from jaxgan import pix2pix
-    return pix2pix
-  if config.model == "cyclegan":
-    from jaxgan import cyclegan
-    return cyclegan
-  raise ValueError(f"config.model must be 'pix2pix' or 'cyclegan', got {config.model!r}")
-
-
 def total_steps(config: ml_collections.ConfigDict) -> int:
-  """``num_train_steps`` when > 0, else ``(n_epochs + n_epochs_decay) * steps_per_epoch``."""
+  """``num_train_steps`` when > 0, else the steps of epochs ``epoch_count`` .. ``n_epochs + n_epochs_decay``."""
   if int(config.num_train_steps) > 0:
     return int(config.num_train_steps)
-  return (int(config.n_epochs) + int(config.n_epochs_decay)) * int(config.steps_per_epoch)
+  epochs = int(config.n_epochs) + int(config.n_epochs_decay) - int(config.get("epoch_count", 1)) + 1
+  return max(epochs, 0) * int(config.steps_per_epoch)
 
 
 def make_meta(config: ml_collections.ConfigDict, batch: Mapping[str, np.ndarray]) -> dict:
@@ -98,40 +88,6 @@ def compiled_train_step(model, config: ml_collections.ConfigDict, mesh) -> Any:
   return _COMPILED[key]
 
 
-def abstract_state_for(meta: Mapping[str, Any], sharding: Any) -> Any:
-  """ShapeDtypeStructs (with ``sharding``) of the state a checkpoint's meta describes (no compute)."""
-  config = ml_collections.ConfigDict(meta["config"])
-  model = model_module(config)
-  dummy = {k: np.zeros([1] + list(meta["batch_shapes"][k][1:]), np.float32) for k in ("A", "B")}
-  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), config, dummy))
-  return checkpoint.with_sharding(abstract, sharding)
-
-
-class StopSignal:
-  """SIGTERM/SIGINT set a flag the loop checks at each step boundary; a second SIGINT interrupts at once."""
-
-  def __init__(self) -> None:
-    self.requested: str | None = None
-    self._previous: dict = {}
-
-  def _handle(self, signum, frame):
-    name = signal.Signals(signum).name
-    if self.requested and signum == signal.SIGINT:
-      raise KeyboardInterrupt
-    self.requested = name
-    log.warning("%s received: saving a checkpoint at the next step boundary (Ctrl-C again to abort)", name)
-
-  def __enter__(self) -> "StopSignal":
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc) -> None:
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
 def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint.Checkpointer) -> dict[str, float]:
   """Fetch pending per-step metrics, raise NonFiniteLossError at the first bad step, return the means."""
   fetched = jax.device_get([m for _, m in history])
@@ -147,12 +103,6 @@ def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint.Checkpointer
           + f" (all: {', '.join(f'{k}={float(v):.4g}' for k, v in values.items())}); {where}. "
           "Try a lower --config.lr, or check the data.")
   return {k: float(np.mean([float(v[k]) for v in fetched])) for k in fetched[-1]}
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(dict(data), indent=1) + "\n")
-  os.replace(tmp, path)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
@@ -194,21 +144,24 @@ class _Run:
 def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Checkpointer) -> _Run:
   """Data pipeline, initial state, and the restore of the newest checkpoint when there is one."""
   from jaxgan import data
-  model = model_module(config)
+  model = objectives.for_config(config)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(int(config.batch_size), mesh)   # before any data is read or anything compiled
+  checks.compute_dtype(config)
   pipeline = data.create_pipeline(config, split="train", process_index=jax.process_index(),
                                   process_count=jax.process_count())
   if int(config.steps_per_epoch) <= 0:
     config.steps_per_epoch = int(pipeline.steps_per_epoch)
-  mesh = parallel.make_mesh()
   iterator = pipeline.iterator()
   first = _ab(next(iterator))
   state = init_state(model, config, first, int(config.seed))
   start, resumed = 0, bool(ckpt.steps())
   if resumed:
     abstract = checkpoint.with_sharding(jax.eval_shape(lambda: state), parallel.replicated_sharding(mesh))
-    start, state, _ = ckpt.restore_newest(config.to_dict(), lambda _meta: abstract, data_iterator=iterator,
-                                          quarantine=parallel.is_main_process())
+    start, state, meta = ckpt.restore_newest(config.to_dict(), lambda _meta: abstract, data_iterator=iterator,
+                                             quarantine=parallel.is_main_process())
     log.info("resumed from %s at step %d", ckpt.step_path(start), start)
+    resumed = checkpoint.IMPORTED_KEY not in meta   # imported weights: the data starts from the beginning
   else:
     state = parallel.replicate(state, mesh)
   return _Run(model, pipeline, iterator, mesh, state, int(start), first, resumed, make_meta(config, first))
@@ -221,6 +174,8 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
   total = total_steps(config)
   state, step = run.state, run.start
   step_fn = compiled_train_step(run.model, config, run.mesh)
+  if jax.process_count() > 1:   # all compiled before the first collective (gloo waits 30 s for peers)
+    parallel.compile_everywhere(step_fn, state, parallel.shard_batch(run.first, run.mesh))
   images_per_step = int(config.batch_size)
   every = lambda key: int(config.get(key, 0) or 0)  # noqa: E731
   due = lambda key: every(key) > 0 and step % every(key) == 0  # noqa: E731
@@ -237,13 +192,15 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
   pending_first = None if run.resumed else run.first
   try:
     with StopSignal() as stop:
+      agreement = StopAgreement(stop, run.mesh)   # every process stops at the same step
       while step < total:
         batch = pending_first if pending_first is not None else _ab(next(run.iterator))
         pending_first = None
         state, metrics = step_fn(state, parallel.shard_batch(batch, run.mesh))
         step += 1
         history.append((step, metrics))
-        stopping = stop.requested is not None or step == stop_at_step
+        reason = agreement.poll(step) or ("stop_at_step" if step == stop_at_step else None)
+        stopping = reason is not None
         saving = stopping or step == total or due("checkpoint_every_steps")
         if saving or step % max(every("log_every_steps"), 1) == 0:
           last_metrics = _check_finite(history, ckpt)   # nothing non-finite is ever checkpointed
@@ -265,7 +222,7 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
           evaluation = _evaluate(config, state, workdir, reporter, step, progress)
         if stopping and step < total:
           preempted = True
-          progress.write(f"stopping at step {step} ({stop.requested or 'stop_at_step'}); checkpoint "
+          progress.write(f"stopping at step {step} ({reason}); checkpoint "
                          f"{ckpt.step_path(step)}")
           break
     if run.start >= total:
@@ -294,7 +251,7 @@ def _evaluate(config, state, workdir: Path, reporter, step: int, progress) -> di
     return None
   reporter.evaluation(step, results)
   if parallel.is_main_process():
-    _write_json(workdir / "eval.json", results)
+    reporting.write_json(workdir / "eval.json", results)
     with open(workdir / "eval_history.jsonl", "a") as f:
       f.write(json.dumps(results) + "\n")
     progress.write("eval " + json.dumps(results))

@@ -1,6 +1,13 @@
 """Input-pipeline throughput (images/s) for each data source at the reference 286 -> 256 preprocessing.
 
     python scripts/benchmark_data.py [--batch-sizes 1,8] [--workers 0,2] [--steps 30] [--sources ...]
+    python scripts/benchmark_data.py --scan 100000 [--scan-dir DIR]
+
+``--scan N`` instead times opening an unpaired folder of N files per domain
+(listing, sorting, matching names) and the image-size check that CycleGAN with
+``preprocess=scale_width`` runs before training (PNG headers only), on N tiny
+identical 4x4 PNGs per domain written to a temporary folder (or ``--scan-dir``,
+reused when it already holds them).
 
 ``scripts/benchmark.py --data`` forwards here (``main(argv)``). Sources:
 
@@ -119,6 +126,44 @@ def measure(source: str, root: str, batch_size: int, workers: int, steps: int, w
   return steps * batch_size / dt
 
 
+def make_scan_folder(root: str, n: int) -> None:
+  """``root/trainA`` and ``root/trainB`` with ``n`` identical tiny PNGs each (kept when already complete)."""
+  buf = io.BytesIO()
+  Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buf, format="PNG")
+  blob = buf.getvalue()
+  for side in "AB":
+    folder = os.path.join(root, "train" + side)
+    os.makedirs(folder, exist_ok=True)
+    if len(os.listdir(folder)) == n:
+      continue
+    for i in range(n):
+      with open(os.path.join(folder, f"{side.lower()}_{i:07d}.png"), "wb") as f:
+        f.write(blob)
+
+
+def measure_scan(n: int, scan_dir: str | None) -> dict:
+  """Seconds to open an unpaired folder of ``n`` files per domain, and to check their sizes."""
+  from jaxgan.data import folder  # pylint: disable=import-outside-toplevel
+  with contextlib.ExitStack() as stack:
+    root = scan_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="jaxgan-scan-"))
+    t0 = time.perf_counter()
+    make_scan_folder(root, n)
+    t_make = time.perf_counter() - t0
+    c = config_lib.get_cyclegan_base_config()
+    c.dataset, c.num_workers = f"folder:{root}", 0
+    t0 = time.perf_counter()
+    data = folder.open_folder(root, "train", c)
+    t_open = time.perf_counter() - t0
+    assert len(data.domain_a) == len(data.domain_b) == n and data.pairs is None
+    row = {"mode": "scan", "files_per_domain": n, "open_folder_s": round(t_open, 2),
+           "write_files_s": round(t_make, 1), "cpus": os.cpu_count()}
+    c.preprocess, c.load_size, c.crop_size = "scale_width", 4, 4
+    t0 = time.perf_counter()
+    create_pipeline(c, process_index=0, process_count=1)       # opens the folder again + checks 2n headers
+    row["create_pipeline_scale_width_s"] = round(time.perf_counter() - t0, 2)
+    return row
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict]:
   """Run the grid of (source, batch size, workers); print a table and JSON lines; return the rows."""
   parser = argparse.ArgumentParser(description="jaxgan input-pipeline throughput at 286 -> 256")
@@ -128,7 +173,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   parser.add_argument("--steps", type=int, default=0, help="timed batches (default: about 64 examples)")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--json", action="store_true", help="print only JSON lines")
+  parser.add_argument("--scan", type=int, default=0, metavar="N",
+                      help="time opening an unpaired folder of N files per domain instead")
+  parser.add_argument("--scan-dir", default=None, help="where --scan writes its files (default: a temp folder)")
   args = parser.parse_args(argv)
+  if args.scan:
+    row = measure_scan(args.scan, args.scan_dir)
+    print(json.dumps(row))
+    return [row]
   from absl import flags, logging as absl_logging  # pylint: disable=import-outside-toplevel
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()

@@ -211,36 +211,30 @@ plt.show()'''),
 
 `jaxgan pretrained NAME --workdir DIR` downloads one of the authors' released PyTorch models
 and imports it into a jaxgan workdir (`jaxgan import-torch FILE.pth --workdir DIR` does the same for
-a `.pth` you already have). This cell is skipped when offline, or when this version of jaxgan has
-no `pretrained` command."""),
-      new_code_cell('''import socket
-
-def online(host="github.com", port=443, timeout=3.0) -> bool:
-  try:
-    socket.create_connection((host, port), timeout=timeout).close()
-    return True
-  except OSError:
-    return False
-
-def has_command(name: str) -> bool:
+a `.pth` you already have). This cell is skipped when the download fails (offline), or when this
+version of jaxgan has no `pretrained` command."""),
+      new_code_cell('''def has_command(name: str) -> bool:
   return subprocess.run([sys.executable, "-m", "jaxgan", name, "--help"], capture_output=True).returncode == 0
 
-pretrained_dir = Path("runs/horse2zebra")
+pretrained_dir = Path(WORKDIR).parent / "horse2zebra"
 if not TRY_PRETRAINED:
   print("skipped (TRY_PRETRAINED is False)")
 elif not has_command("pretrained"):
   print("skipped: this jaxgan has no `jaxgan pretrained` command")
-elif not online():
-  print("skipped: no network")
 else:
-  subprocess.run([sys.executable, "-m", "jaxgan", "pretrained", "horse2zebra", "--workdir", str(pretrained_dir)],
-                 check=True)
-  h2z_state, h2z_config, _ = inference.load_for_inference(pretrained_dir)
-  shown = translate_picture(picture, h2z_state, h2z_config)
-  fig, axes = plt.subplots(1, 2, figsize=(8, 4))
-  for ax, im, title in zip(axes, shown, ("input", "horse2zebra (authors' model)")):
-    ax.imshow(im); ax.set_title(title); ax.axis("off")
-  plt.show()'''),
+  if not (pretrained_dir / "checkpoints").is_dir():
+    proc = subprocess.run([sys.executable, "-m", "jaxgan", "pretrained", "horse2zebra", "--workdir",
+                           str(pretrained_dir), "--timeout", "20"], capture_output=True, text=True)
+    print(proc.stderr.strip().splitlines()[0] if proc.returncode else proc.stderr.strip())
+  if (pretrained_dir / "checkpoints").is_dir():
+    h2z_state, h2z_config, _ = inference.load_for_inference(pretrained_dir)
+    shown = translate_picture(picture, h2z_state, h2z_config)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    for ax, im, title in zip(axes, shown, ("input", "horse2zebra (the authors' model)")):
+      ax.imshow(im); ax.set_title(title); ax.axis("off")
+    plt.show()
+  else:
+    print("skipped: the download did not succeed (offline?); the message above says how to fetch it by hand")'''),
   ]
   return _notebook(cells)
 

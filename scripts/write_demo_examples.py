@@ -2,7 +2,7 @@
 
     python scripts/write_demo_examples.py [DIR] [--size 160] [--n 5]
 
-``DIR`` defaults to ``docs/``. The pictures are :func:`jaxgan.data.demo.write_examples`.
+``DIR`` defaults to ``docs/``. The pictures are :func:`jaxgan.data.demo_examples.write_examples`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxgan.data import demo  # noqa: E402  pylint: disable=wrong-import-position
+from jaxgan.data import demo_examples  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def main(argv: Sequence[str] | None = None) -> list[str]:
@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
   parser.add_argument("--size", type=int, default=160, help="side of each picture in pixels")
   parser.add_argument("--n", type=int, default=5, help="examples per row")
   args = parser.parse_args(argv)
-  paths = demo.write_examples(args.out_dir, size=args.size, n=args.n)
+  paths = demo_examples.write_examples(args.out_dir, size=args.size, n=args.n)
   for path in paths:
     print(path)
   return paths

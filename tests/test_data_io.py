@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from jaxgan.data import IMAGE_EXTENSIONS, DataError, load_image, read_image, save_image
-from jaxgan.data.image_io import convert_channels, to_unit_range
+from jaxgan.data.image_io import convert_channels, image_size, to_model_range
 from jaxgan.data.preprocess import (PreprocessOptions, apply_params, draw_params, generator_stride,
                                     preprocess_images, resize, target_size)
 
@@ -145,6 +145,12 @@ def test_exif_orientation_is_honoured(tmp_path):
   assert out.shape == (8, 4, 3)         # displayed upright: width and height swap
   assert out[0, -1].mean() > 128        # the marker moves to the top-right corner
   assert out[0, 0].mean() < 64
+  assert image_size(tmp_path / "r.jpg") == (4, 8)   # the header-only size agrees: (w, h) as displayed
+  pil.save(tmp_path / "r.png")
+  assert image_size(tmp_path / "r.png") == (8, 4)
+  (tmp_path / "bad.png").write_bytes(b"not an image")
+  with pytest.raises(DataError, match="size of image file .*bad.png"):
+    image_size(tmp_path / "bad.png")
 
 
 def test_undecodable_and_missing_files_name_the_path(tmp_path):
@@ -226,7 +232,7 @@ def test_flip_and_crop_statistics_and_eval_centre_crop():
   ev = draw_params(20, 12, opt, np.random.default_rng(0), train=False)
   assert ev.crop_xy == (6, 2) and not ev.flip
   img = _noise(12, 20)
-  np.testing.assert_array_equal(apply_params(img, ev, opt), to_unit_range(img[2:10, 6:14]))
+  np.testing.assert_array_equal(apply_params(img, ev, opt), to_model_range(img[2:10, 6:14]))
 
 
 def test_paired_images_get_the_same_crop_and_flip():
@@ -258,3 +264,33 @@ def test_resize_matches_pillow_bicubic_and_16bit_agrees_with_8bit():
   assert out16.dtype == np.uint16
   np.testing.assert_allclose(out16 / 65535.0, resize(smooth, (31, 29)) / 255.0, atol=1.5 / 255)  # ... agrees
   assert target_size(50, 30, _opt("resize_and_crop")) == (40, 40)
+
+
+def _pil_resize(img: np.ndarray, size) -> np.ndarray:
+  return np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+
+
+@pytest.mark.parametrize("mode,size,resized,box", [
+    # The reference's test options set load_size = crop_size (32 here, whatever the train load_size 40):
+    ("resize_and_crop", (50, 30), (32, 32), None),             # resized whole, no crop
+    ("scale_width_and_crop", (80, 100), (32, 40), (0, 4)),     # width -> 32, h = 40, centre 32x32
+    ("scale_width", (80, 100), (32, 40), None),                # width -> 32, h = max(32*100/80, 32)
+    ("scale_width", (80, 50), (32, 32), None),                 # h = max(20, 32)
+    ("crop", (50, 37), None, (9, 2)),                          # no resize; centre crop
+    ("none", (37, 50), (36, 48), None),                        # rounded to the stride only
+])
+def test_test_time_preprocessing_is_the_references(mode, size, resized, box):
+  """Non-train images: load_size := crop_size, no random crop, never a flip (even with no_flip=False)."""
+  img = _noise(size[1], size[0], seed=3)
+  want = _pil_resize(img, resized) if resized else img
+  if box:
+    x, y = box
+    want = want[y:y + 32, x:x + 32]
+  for seed in range(4):                                      # any rng: no flip, no random crop
+    out, = preprocess_images([img], _opt(mode), np.random.default_rng(seed), train=False)
+    np.testing.assert_array_equal(out, to_model_range(np.ascontiguousarray(want)))
+  # Training keeps load_size: resize_and_crop resizes to 40 and crops 32.
+  if mode == "resize_and_crop":
+    out, = preprocess_images([img], _opt(mode, no_flip=True), np.random.default_rng(0), train=True)
+    big = to_model_range(_pil_resize(img, (40, 40)))
+    assert any(np.array_equal(out, big[y:y + 32, x:x + 32]) for y in range(9) for x in range(9))

@@ -57,7 +57,7 @@ def test_deterministic_for_a_seed():
   assert _same(first, _take(_pipe(c).iterator(), 3))
   assert first[0]["A"].shape == (2, 16, 16, 3) and first[0]["A"].dtype == np.float32
   assert not _same(first, _take(_pipe(c, seed=1).iterator(), 3))
-  # Evaluation: centre crop, no flip, no shuffle -- the seed does not matter.
+  # Evaluation: test-time preprocessing (no random crop or flip), no shuffle -- the seed does not matter.
   ev = _take(_pipe(c, split="test", num_epochs=1).iterator(), 2)
   assert _same(ev, _take(_pipe(c, split="test", seed=5, num_epochs=1).iterator(), 2))
 
@@ -184,3 +184,40 @@ def test_benchmark_command_reports_each_setting():
   assert [(r["source"], r["batch_size"]) for r in rows] == [("demo:facades", 1), ("demo:facades", 2),
                                                            ("tfds", 1), ("tfds", 2)]
   assert all(r["images_per_s"] > 0 for r in rows)
+  scan, = bench.main(["--scan", "20"])                      # the folder-scan mode, tiny
+  assert scan["files_per_domain"] == 20 and scan["open_folder_s"] >= 0 and "create_pipeline_scale_width_s" in scan
+
+
+@pytest.mark.parametrize("model,dataset", [("pix2pix", "demo:facades"), ("cyclegan", "demo:seasons")])
+def test_create_pipeline_with_its_defaults_on_every_split(model, dataset):
+  """The public call with its defaults (batch_size 1, num_epochs=None, JAX's processes) iterates endlessly."""
+  c = config_lib.get_base_config() if model == "pix2pix" else config_lib.get_cyclegan_base_config()
+  c.update(dict(dataset=dataset, load_size=20, crop_size=16, netG="resnet_6blocks", demo_train_size=3,
+                demo_test_size=2))
+  assert c.batch_size == 1
+  for split in ("test", "train"):
+    it = create_pipeline(c, split=split).iterator()
+    batches = _take(it, 5)                     # past the end of the 2- and 3-image splits
+    it.close()
+    assert all(b["A"].shape == b["B"].shape == (1, 16, 16, 3) for b in batches)
+    if split == "test":                        # no shuffle: every epoch is the same images in order
+      assert _same(batches[:2], batches[2:4]) and not _same(batches[:1], batches[1:2])
+
+
+def test_test_split_is_resized_whole_to_crop_size(tmp_path):
+  """The reference tests with load_size = crop_size: a test image is resized to 16, not resized to 24 and cropped."""
+  os.makedirs(tmp_path / "train")
+  os.makedirs(tmp_path / "test")
+  halves = []
+  for i, split in enumerate(("train", "test", "test")):
+    a = np.random.default_rng(i).integers(0, 256, (20, 20, 3)).astype(np.uint8)
+    b = np.random.default_rng(10 + i).integers(0, 256, (20, 20, 3)).astype(np.uint8)
+    Image.fromarray(np.concatenate([a, b], axis=1)).save(tmp_path / split / f"{i}.png")
+    if split == "test":
+      halves.append((a, b))
+  c = _cfg(dataset=f"folder:{tmp_path}", load_size=24, crop_size=16, batch_size=1)
+  batches = _take(_pipe(c, split="test", num_epochs=1).iterator(), 2)
+  for batch, (a, b) in zip(batches, halves):
+    for key, half in (("A", a), ("B", b)):
+      want = np.asarray(Image.fromarray(half).resize((16, 16), Image.BICUBIC)).astype(np.float32) / 127.5 - 1
+      np.testing.assert_allclose(batch[key][0], want, atol=1e-6)

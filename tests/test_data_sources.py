@@ -9,8 +9,8 @@ from PIL import Image
 
 from jaxgan import config as config_lib
 from jaxgan.data import DataError, create_pipeline
-from jaxgan.data import demo, demo_facades
-from jaxgan.data.image_io import to_unit_range
+from jaxgan.data import demo, demo_facades, sources
+from jaxgan.data.image_io import to_model_range
 
 
 def _cfg(model="pix2pix", **kw):
@@ -86,8 +86,8 @@ def test_demo_pipelines_give_the_generated_images():
   batches = _batches(p, 2)
   assert batches[1]["A"].shape == (1, 32, 32, 3)            # the last, partial eval batch is kept
   lab, photo = demo.facades_example(1, split="test", size=32)
-  np.testing.assert_array_equal(batches[0]["A"][1], to_unit_range(lab))
-  np.testing.assert_array_equal(batches[0]["B"][1], to_unit_range(photo))
+  np.testing.assert_array_equal(batches[0]["A"][1], to_model_range(lab))
+  np.testing.assert_array_equal(batches[0]["B"][1], to_model_range(photo))
   # Both directions are usable: BtoA makes the photo the input.
   c.direction = "BtoA"
   swapped = _batches(_pipe(c, split="test", num_epochs=1), 1)[0]
@@ -103,8 +103,8 @@ def test_demo_seasons_unpaired_train_and_aligned_test():
   assert test.paired
   b = _batches(test, 1)[0]
   for i in range(2):   # the test split pairs each summer scene with its own winter rendering
-    np.testing.assert_array_equal(b["A"][i], to_unit_range(demo.seasons_example(i, style="summer", split="test", size=32)))
-    np.testing.assert_array_equal(b["B"][i], to_unit_range(demo.seasons_example(i, style="winter", split="test", size=32)))
+    np.testing.assert_array_equal(b["A"][i], to_model_range(demo.seasons_example(i, style="summer", split="test", size=32)))
+    np.testing.assert_array_equal(b["B"][i], to_model_range(demo.seasons_example(i, style="winter", split="test", size=32)))
   # Train A and train B come from disjoint scenes (even / odd scene ids).
   data = demo.open_demo("seasons", "train", c)
   np.testing.assert_array_equal(data.domain_b.load(0), demo.seasons_example(1, style="winter", size=32))
@@ -114,6 +114,14 @@ def test_demo_seasons_unpaired_train_and_aligned_test():
   assert _pipe(_cfg("cyclegan", dataset="demo:seasons", max_dataset_size=3)).num_examples == 3
   with pytest.raises(DataError, match="demo:cityscapes"):
     _pipe(_cfg(dataset="demo:cityscapes"))
+
+
+def test_every_dataset_kind_has_a_registered_backend():
+  """The backends register themselves at import (jaxgan.data imports them); only config's kinds are accepted."""
+  assert sorted(sources._OPENERS) == sorted(config_lib.DATASET_KINDS)   # pylint: disable=protected-access
+  assert sources._OPENERS["demo"] is demo.open_demo                      # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="DATASET_KINDS"):
+    sources.register("http")
 
 
 def _demo_sets(name: str, direction: str, split: str, n: int, size: int):
@@ -131,7 +139,7 @@ def _demo_sets(name: str, direction: str, split: str, n: int, size: int):
     inputs.append(a)
     truth.append(b)
     oracle.append(b2)
-  return tuple(to_unit_range(np.stack(x)) for x in (inputs, truth, oracle))
+  return tuple(to_model_range(np.stack(x)) for x in (inputs, truth, oracle))
 
 
 @pytest.mark.parametrize("name,direction", [("facades", "AtoB"), ("seasons", "AtoB"), ("seasons", "BtoA")])
@@ -179,7 +187,7 @@ def test_demo_oracle_config_renders_the_same_scenes_with_other_noise():
   assert oracle.demo_noise == 1 and c.get("demo_noise", 0) == 0 and oracle.dataset == c.dataset
   real, second = _batches(_pipe(c, split="test"), 1)[0], _batches(_pipe(oracle, split="test"), 1)[0]
   for key, style in (("A", "summer"), ("B", "winter")):
-    np.testing.assert_array_equal(second[key][0], to_unit_range(
+    np.testing.assert_array_equal(second[key][0], to_model_range(
         demo.seasons_example(0, style=style, split="test", size=16, noise=1)))
     assert 0 < _l1(second[key], real[key]) < 0.1
   assert demo.oracle_config(_cfg(dataset="folder:/data/x")) is None
@@ -372,6 +380,13 @@ def test_tfds_cycle_gan_through_random_access(mock_tfds):
     _pipe(_cfg(dataset="tfds:cycle_gan/horse2zebra"))
 
 
+def test_tfds_size_check_decodes_a_sample(mock_tfds):
+  """TFDS records have no cheap size: the one-size check decodes the first few (mock images vary in size)."""
+  c = _cfg("cyclegan", dataset="tfds:cycle_gan/horse2zebra", load_size=16, crop_size=12, preprocess="scale_width")
+  with pytest.raises(DataError, match=r"horse2zebra\[trainA\]\[0\] \(\d+x\d+, WxH\) becomes .*image pools"):
+    _pipe(c)
+
+
 def test_tfds_user_chosen_feature_pair(mock_tfds):
   c = _cfg(dataset="tfds:oxford_iiit_pet", tfds_features="image,segmentation_mask", output_nc=1)
   p = _pipe(c)
@@ -391,13 +406,94 @@ def test_tfds_unknown_or_unprepared(tmp_path, monkeypatch):
   with pytest.raises(DataError, match="TFDS does not know 'cycle_gan/no_such_config'"):
     _pipe(_cfg("cyclegan", dataset="tfds:cycle_gan/no_such_config", tfds_data_dir=str(tmp_path)))
   c = _cfg("cyclegan", dataset="tfds:cycle_gan/facades", tfds_data_dir=str(tmp_path), tfds_download=False)
-  with pytest.raises(DataError, match="not prepared in .*tfds_download=False.*jaxgan\\[tfds\\]"):
+  with pytest.raises(DataError, match=r"not prepared in .*tfds_download=False.*jaxgan prepare tfds:cycle_gan/facades "
+                     r"--data_dir .*pip install -e \"\.\[tfds\]\""):
     _pipe(c)
   from jaxgan.data import tfds_source  # pylint: disable=import-outside-toplevel
   real = tfds_source.importlib.util.find_spec
   monkeypatch.setattr(tfds_source.importlib.util, "find_spec",
                       lambda name, *a: None if name == "tensorflow" else real(name, *a))
   c.tfds_download = True
-  with pytest.raises(DataError, match=r'not prepared .*needs TensorFlow: pip install "jaxgan\[tfds\]"'):
+  with pytest.raises(DataError, match=r'not prepared .*jaxgan prepare tfds:cycle_gan/facades .*needs TensorFlow '
+                     r'for that step only: pip install -e "\.\[tfds\]"'):
     _pipe(c)
   assert os.listdir(tmp_path) == [] or not any(f.endswith(".array_record") for _, _, fs in os.walk(tmp_path) for f in fs)
+
+
+class _CountingStr(str):
+  """A file stem that counts equality comparisons (the quadratic scan compared every pair)."""
+  eq_calls = 0
+  __hash__ = str.__hash__
+
+  def __eq__(self, other):
+    _CountingStr.eq_calls += 1
+    return str.__eq__(self, other)
+
+
+def test_unpaired_folder_scan_is_not_quadratic(tmp_path, monkeypatch):
+  """Listing n unpaired files per domain compares stems O(n) times, not O(n^2) (speed: benchmark_data.py --scan)."""
+  from jaxgan.data import folder
+  n = 300
+  for side in "AB":
+    os.makedirs(tmp_path / f"train{side}")
+    for i in range(n):
+      (tmp_path / f"train{side}" / f"{side.lower()}{i:04d}.png").touch()   # never decoded when listing
+  real_stem = folder._stem
+  monkeypatch.setattr(folder, "_stem", lambda path, root: _CountingStr(real_stem(path, root)))
+  _CountingStr.eq_calls = 0
+  data = folder.open_folder(str(tmp_path), "train", _cfg("cyclegan"))
+  assert data.pairs is None and len(data.domain_a) == len(data.domain_b) == n
+  assert _CountingStr.eq_calls < 10 * n, _CountingStr.eq_calls        # was 2 n (n - 1) = 179,400
+
+
+def test_folder_scan_reports_names_used_twice(tmp_path):
+  """Same stems in the same order on both sides, but a stem used twice: not pairs, and the message says which."""
+  for side, exts in (("A", ("png", "jpg")), ("B", ("png", "bmp"))):
+    for ext in exts:
+      _const(str(tmp_path / f"train{side}" / f"x.{ext}"), 1, 1)
+    _const(str(tmp_path / f"train{side}" / "y.png"), 2, 2)
+    _const(str(tmp_path / f"train{side}" / "z.png"), 3, 3)
+  _const(str(tmp_path / "trainA" / "w.png"), 3, 3)
+  from jaxgan.data import folder
+  data = folder.open_folder(str(tmp_path), "train", _cfg())
+  assert data.pairs is None
+  assert "names used twice: ['x']" in data.why_unpaired and "only in trainA: ['w']" in data.why_unpaired
+
+
+def _sized(path, w, h):
+  _const(str(path), 1, 1, size=(h, w))
+
+
+@pytest.mark.parametrize("mode", ["scale_width", "none"])
+def test_cyclegan_refuses_images_of_several_sizes_before_training(tmp_path, monkeypatch, mode):
+  """scale_width / none keep each image's shape; CycleGAN's pools need one: refused before init, with the fix."""
+  _sized(tmp_path / "trainA" / "square.png", 16, 16)
+  _sized(tmp_path / "trainA" / "wide.png", 16, 12)
+  _sized(tmp_path / "trainB" / "b.png", 16, 16)
+  c = _cfg("cyclegan", dataset=f"folder:{tmp_path}", preprocess=mode, load_size=16, crop_size=8, batch_size=1)
+  from jaxgan import train
+  monkeypatch.setattr(train, "init_state", lambda *a, **k: pytest.fail("reached model init"))
+  with pytest.raises(DataError, match=r"domain A.*square\.png \(16x16, WxH\) becomes 16x16 but .*wide\.png "
+                     r"\(16x12\) becomes 16x12; CycleGAN's image pools.*scale_width_and_crop"):
+    train.train_and_evaluate(c, tmp_path / "run")
+  assert not (tmp_path / "run" / "checkpoints").exists() or not os.listdir(tmp_path / "run" / "checkpoints")
+  c.preprocess = "scale_width_and_crop"                              # the suggested fix trains
+  assert _batches(_pipe(c), 2)[1]["A"].shape == (1, 8, 8, 3)
+
+
+def test_size_check_accepts_one_output_size_and_pix2pix_batches_of_one(tmp_path):
+  _sized(tmp_path / "trainA" / "small.png", 16, 12)                 # same aspect ratio: both -> 16x12
+  _sized(tmp_path / "trainA" / "large.png", 32, 24)
+  _sized(tmp_path / "trainB" / "large.png", 32, 24)
+  _sized(tmp_path / "trainB" / "small.png", 16, 12)
+  c = _cfg("cyclegan", dataset=f"folder:{tmp_path}", preprocess="scale_width", load_size=16, crop_size=8,
+           batch_size=1)
+  assert {b["A"].shape for b in _batches(_pipe(c), 3)} == {(1, 12, 16, 3)}
+  _sized(tmp_path / "trainA" / "tall.png", 16, 24)                  # paired by name: pix2pix, batch 1 is fine
+  _sized(tmp_path / "trainB" / "tall.png", 16, 24)
+  p2p = _cfg(dataset=f"folder:{tmp_path}", preprocess="scale_width", load_size=16, crop_size=8, batch_size=1)
+  assert _pipe(p2p).paired
+  p2p.batch_size = 2                                                 # a batch of two stacks them: refused
+  with pytest.raises(DataError, match=r"large\.png \(32x24, WxH\) becomes 16x12 but .*tall\.png \(16x24\) becomes "
+                     r"16x24; a batch stacks 2 images"):
+    _pipe(p2p)

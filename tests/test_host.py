@@ -66,7 +66,7 @@ def test_configure_can_be_turned_off(monkeypatch):
   monkeypatch.setenv("JAXGAN_HOST_TUNING", "0")
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
   monkeypatch.setattr(host, "keep_freed_memory", lambda: pytest.fail("malloc setting applied"))
-  assert host.configure() == {"keep_freed_memory": False, "xla_flags": []}
+  assert host.configure() == {"keep_freed_memory": False, "xla_flags": [], "backend": "cpu"}
   assert host.os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=1"
 
 
@@ -78,3 +78,23 @@ def test_only_the_program_entry_applies_the_settings(monkeypatch):
   monkeypatch.setattr(sys, "argv", ["jaxgan", "--help"])
   assert cli.main() == 0                    # run as the program
   assert calls == [1]
+
+
+def test_expected_backend_reads_env_and_plugins():
+  assert host.expected_backend({"JAX_PLATFORMS": "cpu"}, plugins=["cuda12"]) == "cpu"   # the user's choice wins
+  assert host.expected_backend({"JAX_PLATFORMS": "cuda,cpu"}, plugins=[]) == "gpu"
+  assert host.expected_backend({"JAX_PLATFORMS": "tpu"}, plugins=[]) == "tpu"
+  assert host.expected_backend({}, plugins=["cuda12"]) == "gpu"
+  assert host.expected_backend({}, plugins=["libtpu"]) == "tpu"
+  assert host.expected_backend({}, plugins=[]) == "cpu"
+
+
+def test_configure_leaves_gpu_and_tpu_hosts_alone(monkeypatch):
+  """An accelerator host gets neither setting: freed host memory must go back to the OS there."""
+  monkeypatch.delenv("JAXGAN_HOST_TUNING", raising=False)
+  monkeypatch.setattr(host, "keep_freed_memory", lambda: pytest.fail("malloc setting applied on a GPU host"))
+  env = {"JAX_PLATFORMS": "cuda", "XLA_FLAGS": ""}
+  assert host.configure(env) == {"keep_freed_memory": False, "xla_flags": [], "backend": "gpu"}
+  assert env["XLA_FLAGS"] == ""
+  monkeypatch.setattr(host, "expected_backend", lambda environ=None: "tpu")
+  assert host.configure({})["keep_freed_memory"] is False

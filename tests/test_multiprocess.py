@@ -1,4 +1,5 @@
-"""Multi-host training for real: two `jaxgan train` processes on localhost equal one 4-device process.
+"""Multi-host training for real: two `jaxgan train` processes on localhost equal one 4-device process,
+and a SIGTERM to one of them stops both at the same step.
 
 Each process is started as a user would start one host of a job
 (``--coordinator_address 127.0.0.1:PORT --num_processes 2 --process_id I``) with
@@ -8,23 +9,31 @@ batch, dropout off) for a few steps and write one checkpoint; the test restores
 both and compares every array. Each process reads its own shard of the data, so
 the global batch is the same set of images in another order: equal up to float
 summation order.
+
+Preemption: only process 1 gets SIGTERM; both must stop at one agreed step,
+save it together and exit 0, and the resumed pair must end bit-identical to the
+pair that never stopped (the same run the first test compares).
 """
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from jaxgan import checkpoint, inference
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 3
-OVERRIDES = {"netG": "unet_32", "ngf": 8, "ndf": 8, "n_layers_D": 2, "load_size": 36, "crop_size": 32,
+# Enough steps that a signal lands mid-run; resnet_1blocks + a 1-layer PatchGAN compile fastest.
+STEPS = 10
+OVERRIDES = {"netG": "resnet_1blocks", "ngf": 8, "ndf": 8, "n_layers_D": 1, "load_size": 36, "crop_size": 32,
              "demo_train_size": 16, "demo_test_size": 2, "batch_size": 4, "num_train_steps": STEPS,
              "log_every_steps": 1, "checkpoint_every_steps": STEPS, "sample_every_steps": STEPS,
              "eval_batches": 1, "no_dropout": True}
@@ -51,30 +60,74 @@ def _env(devices: int) -> dict:
   return env
 
 
-def _wait(procs: list[subprocess.Popen], timeout: float = 400) -> list[str]:
-  outputs = []
-  try:
-    for p in procs:
-      outputs.append(p.communicate(timeout=timeout)[0])
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, f"{p.args}\nexit {p.returncode}:\n{out[-4000:]}"
-  return outputs
+class _Pair:
+  """Two `jaxgan train` processes of one job; each one's stdout+stderr is collected line by line."""
+
+  def __init__(self, workdir: Path):
+    port = _free_port()
+    self.procs = [subprocess.Popen(_command(workdir, "--coordinator_address", f"127.0.0.1:{port}", "--num_processes",
+                                            "2", "--process_id", str(i)),
+                                   env=_env(2), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                  for i in range(2)]
+    self.lines: list[list[str]] = [[], []]
+    self.step_1 = threading.Event()   # process 0 printed "step 1/"
+    self._readers = [threading.Thread(target=self._read, args=(i,), daemon=True) for i in range(2)]
+    for t in self._readers:
+      t.start()
+
+  def _read(self, i: int) -> None:
+    for line in self.procs[i].stdout:
+      self.lines[i].append(line)
+      if i == 0 and line.startswith("step 1/"):
+        self.step_1.set()
+
+  def output(self, i: int) -> str:
+    return "".join(self.lines[i])
+
+  def wait(self, timeout: float, what: str) -> list[str]:
+    """Both exit 0 within ``timeout`` seconds (else both are killed and the test fails); their outputs."""
+    try:
+      for p in self.procs:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      pass
+    finally:
+      hung = [i for i, p in enumerate(self.procs) if p.poll() is None]
+      for p in self.procs:
+        if p.poll() is None:
+          p.kill()
+          p.wait()
+      for t in self._readers:
+        t.join(timeout=10)
+    logs = "\n".join(f"--- process {i}:\n{self.output(i)[-3000:]}" for i in range(2))
+    assert not hung, f"{what}: process(es) {hung} still running after {timeout:.0f} s (hung), killed\n{logs}"
+    codes = [p.returncode for p in self.procs]
+    assert codes == [0, 0], f"{what}: exit codes {codes}\n{logs}"
+    return [self.output(i) for i in range(2)]
 
 
-def test_two_processes_equal_one_process_with_four_devices(tmp_path):
-  port = _free_port()
-  multi = tmp_path / "two_processes"
-  procs = [subprocess.Popen(_command(multi, "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2",
-                                     "--process_id", str(i)),
-                            env=_env(2), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+def _leaves(workdir: Path) -> list:
+  return jax.tree_util.tree_flatten_with_path(jax.device_get(inference.load_for_inference(workdir)[0]))[0]
+
+
+@pytest.fixture(scope="module")
+def straight_pair(tmp_path_factory) -> tuple[Path, list[str]]:
+  """A two-process run of STEPS steps that nothing interrupts: its workdir and the processes' outputs."""
+  workdir = tmp_path_factory.mktemp("multiprocess") / "two_processes"
+  return workdir, _Pair(workdir).wait(400, "two processes")
+
+
+def test_two_processes_equal_one_process_with_four_devices(tmp_path, straight_pair):
+  multi, outputs = straight_pair
   single = tmp_path / "one_process"
-  outputs = _wait(procs) + _wait([subprocess.Popen(_command(single), env=_env(4), cwd=ROOT, stdout=subprocess.PIPE,
-                                                   stderr=subprocess.STDOUT, text=True)])
+  proc = subprocess.Popen(_command(single), env=_env(4), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  try:
+    outputs = outputs + [proc.communicate(timeout=400)[0]]
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 0, outputs[-1][-4000:]
 
   # Each run reports its devices; only process 0 of the pair prints progress and writes logs.
   assert "4 device(s)" in outputs[0] and "4 device(s)" in outputs[2]
@@ -96,3 +149,30 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path):
   # The runs trained: Adam counted STEPS updates in both (compared equal above).
   counts = [int(x) for p, x in leaves_m if "count" in jax.tree_util.keystr(p)]
   assert counts and all(c == STEPS for c in counts), counts
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_resume_is_exact(tmp_path, straight_pair):
+  workdir = tmp_path / "preempted"
+  pair = _Pair(workdir)
+  if not pair.step_1.wait(timeout=400):
+    pair.wait(1, "before step 1")
+    raise AssertionError("the pair ended before step 1:\n" + pair.output(0)[-3000:])
+  pair.procs[1].send_signal(signal.SIGTERM)   # process 1 only, as a pod's scheduler may reach one host first
+  outputs = pair.wait(120, "after SIGTERM to process 1")   # the old loop hung here: one saved, one stepped on
+
+  stopped = checkpoint.list_steps(workdir)
+  assert len(stopped) == 1 and 1 < stopped[0] < STEPS, (stopped, outputs[0][-3000:])
+  stop = stopped[0]
+  for i in range(2):   # both report the agreed step; process 0 stopped without a signal of its own
+    assert f"process {i} of 2: stopping at step {stop} with all processes (SIGTERM on process 1)" in outputs[i]
+    assert "checkpoint saved" in outputs[i]
+  assert "SIGTERM received" in outputs[1] and "SIGTERM received" not in outputs[0]
+  assert f"stopping at step {stop} (SIGTERM on process 1)" in outputs[0]
+
+  outputs = _Pair(workdir).wait(400, "resumed pair")
+  assert f"resuming at step {stop}" in outputs[0] and f"step {STEPS}/" in outputs[0]
+  assert checkpoint.list_steps(workdir)[-1] == STEPS
+  resumed, straight = _leaves(workdir), _leaves(straight_pair[0])
+  assert len(resumed) == len(straight)
+  for (path, x), (_, y) in zip(resumed, straight):   # bit-identical: same processes, data order and steps
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))

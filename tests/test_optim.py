@@ -23,6 +23,21 @@ def test_epoch_schedule_matches_reference_linear_policy():
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_epoch_count_starts_the_schedule_later_and_shortens_the_run():
+  """Reference --epoch_count: epoch e of the run is schedule epoch e + epoch_count - 1 (end-of-epoch placement)."""
+  from jaxgan import train
+  base = _cfg(lr=1.0, n_epochs=2, n_epochs_decay=2, steps_per_epoch=3)
+  assert train.total_steps(base) == 12
+  later = _cfg(lr=1.0, n_epochs=2, n_epochs_decay=2, steps_per_epoch=3, epoch_count=3)
+  f = optim.lr_schedule(later)
+  got = [float(f(jnp.asarray(s))) for s in range(train.total_steps(later))]
+  np.testing.assert_allclose(got, [2 / 3] * 3 + [1 / 3] * 3, rtol=1e-6)   # epochs 3 and 4 only
+  with pytest.raises(ValueError, match="epoch_count"):
+    optim.lr_schedule(_cfg(epoch_count=2, num_train_steps=10))
+  with pytest.raises(ValueError, match="epoch_count"):
+    optim.lr_schedule(_cfg(epoch_count=0, steps_per_epoch=3))
+
+
 def test_num_train_steps_overrides_epochs_and_decays_over_second_half():
   c = _cfg(lr=2.0, num_train_steps=10, steps_per_epoch=-1)
   f = optim.lr_schedule(c)

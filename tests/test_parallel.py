@@ -6,8 +6,11 @@ multi-device runs happen in a subprocess started with
 script (``python tests/test_parallel.py pix2pix``) is that subprocess. It trains
 3 steps on 1 device (plain ``jax.jit``), with :func:`jaxgan.parallel.jit_train_step`
 over an 8-device mesh, and with :func:`jaxgan.parallel.pmap_train_step`, all on the
-same global batch of 8 (pool off, dropout off), and prints the largest
-differences as one JSON line.
+same global batch of 8 (dropout off), and prints the largest differences as
+one JSON line. CycleGAN runs with the image pool on for ``jit`` (the pool sees
+the global batch in order, as on one device; pool of 4 < the batch of 8, so it
+fills and swaps in the first step); ``pmap`` keeps a pool per device by design
+and is compared with a pool-off one-device run.
 """
 from __future__ import annotations
 
@@ -32,10 +35,10 @@ def _configs():
   return {
       # BatchNorm: the statistics must be those of the global batch.
       "pix2pix": tiny_pix2pix_config(batch_size=N_DEVICES, ngf=4, ndf=4, no_dropout=True, lr=2e-4),
-      # Instance norm, both generators and discriminators, pool off. Wide enough (ngf 8) that no
+      # Instance norm, both generators and discriminators, pool on. Wide enough (ngf 8) that no
       # instance-norm channel is near-constant: (x - mean) / sqrt(var + eps) of such a channel turns
       # float rounding into O(1) differences, in any framework.
-      "cyclegan": tiny_cyclegan_config(batch_size=N_DEVICES, ngf=8, ndf=8, pool_size=0, lr=2e-4,
+      "cyclegan": tiny_cyclegan_config(batch_size=N_DEVICES, ngf=8, ndf=8, pool_size=4, lr=2e-4,
                                        lambda_identity=0.0),
   }
 
@@ -138,21 +141,31 @@ def worker(model_name: str) -> dict:
   batches = _batches(STEPS, N_DEVICES)
   state0 = jax.device_get(model.init(jax.random.PRNGKey(0), config, batches[0]))
   mesh = parallel.make_mesh()
-  one_device = jax.jit(functools.partial(model.train_step, config=config))
+  # pmap keeps one image pool per device (documented); it is compared with a pool-off one-device run.
+  pmap_config = config.copy_and_resolve_references()
+  if model_name == "cyclegan":
+    pmap_config.pool_size = 0
+  pmap_state0 = jax.device_get(model.init(jax.random.PRNGKey(0), pmap_config, batches[0]))
+  on_device0 = lambda t: jax.device_put(t, jax.devices()[0])  # noqa: E731
   ways = {
       # 1 device: plain jit, everything on device 0.
-      "ref": (one_device, lambda s: jax.device_put(s, jax.devices()[0]),
-              lambda b: jax.device_put(b, jax.devices()[0]), lambda t: t),
+      "ref": (jax.jit(functools.partial(model.train_step, config=config)), on_device0, on_device0,
+              lambda t: t, state0),
       # jit + NamedSharding over 8 devices.
       "jit": (parallel.jit_train_step(model.train_step, config, mesh), lambda s: parallel.replicate(s, mesh),
-              lambda b: parallel.shard_batch(b, mesh), lambda t: t),
+              lambda b: parallel.shard_batch(b, mesh), lambda t: t, state0),
+      # the one-device reference of the pmap run
+      "pmap_ref": (jax.jit(functools.partial(model.train_step, config=pmap_config)), on_device0, on_device0,
+                   lambda t: t, pmap_state0),
       # pmap over 8 devices (per-device copies; compared through device 0's copy).
-      "pmap": (parallel.pmap_train_step(model.train_step, config), parallel.pmap_replicate,
-               parallel.pmap_split_batch, parallel.unreplicate),
+      "pmap": (parallel.pmap_train_step(model.train_step, pmap_config), parallel.pmap_replicate,
+               parallel.pmap_split_batch, parallel.unreplicate, pmap_state0),
   }
+  if model_name != "cyclegan":
+    del ways["pmap_ref"]   # without a pool both runs are the same
   runs, spread = {}, 0.0
-  for name, (step_fn, put_state, put_batch, first_copy) in ways.items():
-    st, states, metrics = put_state(state0), [], []
+  for name, (step_fn, put_state, put_batch, first_copy, start) in ways.items():
+    st, states, metrics = put_state(start), [], []
     for b in batches:
       st, m = step_fn(st, put_batch(b))
       states.append(jax.device_get(st))
@@ -165,11 +178,12 @@ def worker(model_name: str) -> dict:
       spread = max(_max_diff(jax.tree.map(lambda x, i=i: x[i], per_device), first_copy(per_device))[0]
                    for i in range(N_DEVICES))
     runs[name] = ([first_copy(x) for x in states], [first_copy(m) for m in metrics])
+  runs.setdefault("pmap_ref", runs["ref"])
 
   ref_states, ref_metrics = runs["ref"]
   noise = _noise_leaves(ref_states[-1].opt_state, ref_states[-1].params) if model_name == "cyclegan" else set()
 
-  def report(states, metrics):
+  def report(states, metrics, ref_states, ref_metrics):
     first_signal, first_noisy = _split(states[0].params, noise)
     ref_first_signal, ref_first_noisy = _split(ref_states[0].params, noise)
     last_signal, _ = _split(states[-1].params, noise)
@@ -184,7 +198,12 @@ def worker(model_name: str) -> dict:
             "params_within_tol": _frac_within(last_signal, ref_last_signal, TOL),
             "step": int(states[-1].step)}
 
-  return {"jit": report(*runs["jit"]), "pmap": report(*runs["pmap"]), "pmap_device_spread": spread,
+  pools = ref_states[-1].pools if model_name == "cyclegan" else None
+  return {"jit": report(*runs["jit"], *runs["ref"]), "pmap": report(*runs["pmap"], *runs["pmap_ref"]),
+          "pmap_device_spread": spread,
+          "pool_count": int(pools["B"].count) if pools else 0,
+          "pool_changed_training": bool(pools) and not np.array_equal(runs["ref"][0][-1].params["D_A"]["conv_0"]["kernel"],
+                                                                         runs["pmap_ref"][0][-1].params["D_A"]["conv_0"]["kernel"]),
           "noise_leaves": sorted(noise), "num_param_leaves": len(jax.tree.leaves(ref_states[-1].params)),
           "params_moved": _max_diff(ref_states[-1].params, state0.params)[0],
           "has_batch_stats": bool(jax.tree.leaves(ref_states[-1].batch_stats)),
@@ -228,6 +247,24 @@ def test_eight_devices_equal_one_device(model_name):
     assert rep["params"][0] < 2 * STEPS * 2e-4, (variant, rep)   # no coordinate beyond Adam's +-lr per step
   # pmap keeps one copy per device; averaging gradients keeps them identical.
   assert r["pmap_device_spread"] == 0.0, r
+  if model_name == "cyclegan":   # the pool was on, full, and changed what D saw (else the test proves nothing)
+    assert r["pool_count"] == 4 and r["pool_changed_training"], r
+
+
+def test_sharded_cyclegan_with_pool_does_one_devices_work():
+  """XLA's FLOP count of the 4-device step is that of one device on the same global batch (pool on).
+
+  Before the pool's output was split over the devices again, every device ran both discriminators on
+  the whole global batch of pooled fakes (1.065x one device's work on 4 devices, 1.15x on 8).
+  """
+  proc = subprocess.run([sys.executable, str(HERE.parent / "scripts" / "benchmark.py"), "--sharded-flops",
+                         "--size", "64", "--width", "8", "--batch", "8", "--devices", "4", "--pool_size", "8"],
+                        capture_output=True, text=True, timeout=600, cwd=str(HERE.parent))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+  assert len(rows) == 1 and rows[0]["devices"] == 4 and rows[0]["pool_size"] == 8, proc.stdout
+  # (At these sizes the pool's own replicated selects are ~0.2% of the step; tiny networks show more.)
+  assert rows[0]["work_ratio"] <= 1.02, rows[0]
 
 
 def test_batch_not_divisible_is_reported():
@@ -255,6 +292,27 @@ def test_wants_distributed_reads_the_environment():
   with pytest.raises(ValueError, match="coordinator_address"):
     parallel.initialize_distributed(num_processes=2, process_id=0, env={})
 
+
+
+def test_compile_everywhere_leaves_nothing_to_compile_for_the_call():
+  import jax
+  from jaxgan import parallel
+  f = jax.jit(lambda x: x * 3.0 - 1.0)
+  x = np.arange(4, dtype=np.float32)
+  compiles = []
+
+  def listener(event, seconds, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    parallel.compile_everywhere(f, x)   # one process: compiles, no barrier
+    before = len(compiles)
+    np.testing.assert_array_equal(np.asarray(f(x)), x * 3.0 - 1.0)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert len(compiles) == before
 
 if __name__ == "__main__":
   sys.path.insert(0, str(HERE.parent))

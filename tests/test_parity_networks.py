@@ -229,9 +229,13 @@ def test_load_pth_refuses_non_state_dicts(tmp_path):
   torch.save([torch.zeros(2)], as_list)
   with pytest.raises(ValueError, match="not a state_dict"):
     load_pth(as_list, kind="D", net="basic", norm="batch")
-  nested = tmp_path / "checkpoint.pth"
+  mixed = tmp_path / "checkpoint.pth"
+  torch.save({"epoch": 3, "model.0.weight": torch.zeros(2)}, mixed)
+  with pytest.raises(ValueError, match=r"not a state_dict.*'epoch'"):
+    load_pth(mixed, kind="D", net="basic", norm="batch")
+  nested = tmp_path / "nested.pth"   # a training checkpoint with the weights under "state_dict" is read
   torch.save({"epoch": 3, "state_dict": _basic_sd()}, nested)
-  with pytest.raises(ValueError, match="not a state_dict"):
-    load_pth(nested, kind="D", net="basic", norm="batch")
+  assert_trees_close(load_pth(nested, kind="D", net="basic", norm="batch"),
+                     convert_state_dict(_basic_sd(), kind="D", net="basic", norm="batch"), 0.0)
   with pytest.raises(FileNotFoundError):
     load_pth(tmp_path / "missing.pth", kind="D", net="basic", norm="batch")

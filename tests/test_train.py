@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan import checkpoint, cli, data, train
+from jaxgan import checkpoint, cli, data, objectives, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def _next_batches(config, workdir, n=2):
   first = next(it)
   cfg.steps_per_epoch = pipeline.steps_per_epoch
   from jaxgan import parallel
-  model = train.model_module(cfg)
+  model = objectives.for_config(cfg)
   rep = parallel.replicated_sharding(parallel.make_mesh())
   abstract = checkpoint.with_sharding(jax.eval_shape(lambda: train.init_state(model, cfg, first, 0)), rep)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
@@ -82,7 +82,7 @@ def test_resume_is_bit_identical(recipe, tmp_path):
     np.testing.assert_array_equal(a["A"], b["A"])
     np.testing.assert_array_equal(a["B"], b["B"])
   # And the training actually changed the networks.
-  init = train.init_state(train.model_module(config), _with_spe(config), _first_batch(config), 0)
+  init = train.init_state(objectives.for_config(config), _with_spe(config), _first_batch(config), 0)
   assert not _leaves_equal(init.params, second.state.params)
 
 

@@ -17,7 +17,9 @@ Norms: ``batch`` = ``BatchNorm2d`` (affine, running statistics), ``instance`` =
 (kept as a module so the layer indices do not move). Convolutions followed by a
 norm have a bias exactly when the norm is not batch norm. One deliberate deviation
 from the reference, shared with jaxgan: with ``norm="none"`` those convolutions
-keep their bias (the reference drops it there, which leaves the layers bias-free).
+keep their bias (the reference drops it there, which leaves the layers bias-free);
+``authors_none=True`` builds them as the reference does (no bias with ``norm="none"``),
+for the tests that save files exactly as the authors' code would.
 
 Tensors are NCHW here; jaxgan is NHWC.
 """
@@ -42,17 +44,18 @@ def _norm(norm: str, channels: int) -> nn.Module:
   raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
-def _conv_bias(norm: str) -> bool:
-  """Bias of a conv that feeds a norm layer: none with batch norm (its shift replaces it)."""
-  return norm != "batch"
+def _conv_bias(norm: str, authors_none: bool = False) -> bool:
+  """Bias of a conv that feeds a norm layer: none with batch norm (its shift replaces it), and with
+  ``norm="none"`` too when ``authors_none`` (the reference's ``use_bias`` is true for instance norm only)."""
+  return norm == "instance" or (norm == "none" and not authors_none)
 
 
 class ResnetBlock(nn.Module):
   """x + conv_block(x) with reflection padding; same channels in and out."""
 
-  def __init__(self, dim: int, norm: str, use_dropout: bool):
+  def __init__(self, dim: int, norm: str, use_dropout: bool, authors_none: bool = False):
     super().__init__()
-    bias = _conv_bias(norm)
+    bias = _conv_bias(norm, authors_none)
     layers = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), _norm(norm, dim), nn.ReLU(True)]
     if use_dropout:
       layers.append(nn.Dropout(0.5))
@@ -67,14 +70,14 @@ class ResnetGenerator(nn.Module):
   """7x7 stem, two stride-2 downsamples, ``n_blocks`` residual blocks, two upsamples, 7x7 head, tanh."""
 
   def __init__(self, input_nc: int, output_nc: int, ngf: int = 64, norm: str = "batch",
-               use_dropout: bool = False, n_blocks: int = 6):
+               use_dropout: bool = False, n_blocks: int = 6, authors_none: bool = False):
     super().__init__()
-    bias = _conv_bias(norm)
+    bias = _conv_bias(norm, authors_none)
     layers = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=bias), _norm(norm, ngf), nn.ReLU(True)]
     for i in range(2):
       c = ngf * 2 ** i
       layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=bias), _norm(norm, 2 * c), nn.ReLU(True)]
-    layers += [ResnetBlock(ngf * 4, norm, use_dropout) for _ in range(n_blocks)]
+    layers += [ResnetBlock(ngf * 4, norm, use_dropout, authors_none) for _ in range(n_blocks)]
     for i in range(2):
       c = ngf * 2 ** (2 - i)
       layers += [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
@@ -91,10 +94,10 @@ class UnetSkipConnectionBlock(nn.Module):
 
   def __init__(self, outer_nc: int, inner_nc: int, input_nc: int | None = None,
                submodule: nn.Module | None = None, outermost: bool = False, innermost: bool = False,
-               norm: str = "batch", use_dropout: bool = False):
+               norm: str = "batch", use_dropout: bool = False, authors_none: bool = False):
     super().__init__()
     self.outermost = outermost
-    bias = _conv_bias(norm)
+    bias = _conv_bias(norm, authors_none)
     input_nc = outer_nc if input_nc is None else input_nc
     down_conv = nn.Conv2d(input_nc, inner_nc, 4, stride=2, padding=1, bias=bias)
     if outermost:
@@ -121,18 +124,18 @@ class UnetGenerator(nn.Module):
   """U-Net with ``num_downs`` stride-2 levels (input sides must be multiples of 2**num_downs)."""
 
   def __init__(self, input_nc: int, output_nc: int, num_downs: int, ngf: int = 64, norm: str = "batch",
-               use_dropout: bool = False):
+               use_dropout: bool = False, authors_none: bool = False):
     super().__init__()
     if num_downs < 5:
       raise ValueError(f"UnetGenerator needs num_downs >= 5, got {num_downs}")
-    block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
+    q = {"norm": norm, "authors_none": authors_none}
+    block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, innermost=True, **q)
     for _ in range(num_downs - 5):
-      block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, use_dropout=use_dropout)
-    block = UnetSkipConnectionBlock(ngf * 4, ngf * 8, submodule=block, norm=norm)
-    block = UnetSkipConnectionBlock(ngf * 2, ngf * 4, submodule=block, norm=norm)
-    block = UnetSkipConnectionBlock(ngf, ngf * 2, submodule=block, norm=norm)
-    self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True,
-                                         norm=norm)
+      block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, use_dropout=use_dropout, **q)
+    block = UnetSkipConnectionBlock(ngf * 4, ngf * 8, submodule=block, **q)
+    block = UnetSkipConnectionBlock(ngf * 2, ngf * 4, submodule=block, **q)
+    block = UnetSkipConnectionBlock(ngf, ngf * 2, submodule=block, **q)
+    self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=block, outermost=True, **q)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.model(x)
@@ -141,9 +144,10 @@ class UnetGenerator(nn.Module):
 class NLayerDiscriminator(nn.Module):
   """PatchGAN: 4x4 convs (n_layers stride 2, then two stride 1), LeakyReLU 0.2, no norm on the first."""
 
-  def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch"):
+  def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch",
+               authors_none: bool = False):
     super().__init__()
-    bias = _conv_bias(norm)
+    bias = _conv_bias(norm, authors_none)
     layers = [nn.Conv2d(input_nc, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
     mult = 1
     for n in range(1, n_layers + 1):
@@ -161,9 +165,9 @@ class NLayerDiscriminator(nn.Module):
 class PixelDiscriminator(nn.Module):
   """1x1 PatchGAN (PixelGAN). Its last conv has a bias only when the norm is not batch norm."""
 
-  def __init__(self, input_nc: int, ndf: int = 64, norm: str = "batch"):
+  def __init__(self, input_nc: int, ndf: int = 64, norm: str = "batch", authors_none: bool = False):
     super().__init__()
-    bias = _conv_bias(norm)
+    bias = _conv_bias(norm, authors_none)
     self.net = nn.Sequential(
         nn.Conv2d(input_nc, ndf, 1), nn.LeakyReLU(0.2, True),
         nn.Conv2d(ndf, 2 * ndf, 1, bias=bias), _norm(norm, 2 * ndf), nn.LeakyReLU(0.2, True),
@@ -183,23 +187,25 @@ def unet_depth(netG: str) -> int:
 
 
 def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = "batch",
-             use_dropout: bool = False) -> nn.Module:
+             use_dropout: bool = False, authors_none: bool = False) -> nn.Module:
   """The reference generators by name; also ``resnet_<n>blocks`` and ``unet_<N>`` (N a power of two >= 32)."""
   if netG.startswith("resnet_") and netG.endswith("blocks"):
-    return ResnetGenerator(input_nc, output_nc, ngf, norm, use_dropout, n_blocks=int(netG[7:-6]))
+    return ResnetGenerator(input_nc, output_nc, ngf, norm, use_dropout, n_blocks=int(netG[7:-6]),
+                           authors_none=authors_none)
   if netG.startswith("unet_"):
-    return UnetGenerator(input_nc, output_nc, unet_depth(netG), ngf, norm, use_dropout)
+    return UnetGenerator(input_nc, output_nc, unet_depth(netG), ngf, norm, use_dropout, authors_none)
   raise ValueError(f"unknown netG {netG!r}")
 
 
-def define_D(input_nc: int, ndf: int, netD: str, n_layers_D: int = 3, norm: str = "batch") -> nn.Module:
+def define_D(input_nc: int, ndf: int, netD: str, n_layers_D: int = 3, norm: str = "batch",
+             authors_none: bool = False) -> nn.Module:
   """The reference discriminators by name: ``basic`` (3 layers), ``n_layers``, ``pixel``."""
   if netD == "basic":
-    return NLayerDiscriminator(input_nc, ndf, 3, norm)
+    return NLayerDiscriminator(input_nc, ndf, 3, norm, authors_none)
   if netD == "n_layers":
-    return NLayerDiscriminator(input_nc, ndf, n_layers_D, norm)
+    return NLayerDiscriminator(input_nc, ndf, n_layers_D, norm, authors_none)
   if netD == "pixel":
-    return PixelDiscriminator(input_nc, ndf, norm)
+    return PixelDiscriminator(input_nc, ndf, norm, authors_none)
   raise ValueError(f"unknown netD {netD!r}")
 
 

@@ -12,11 +12,13 @@ Public API:
 ``config.dataset`` selects the source: ``demo:facades`` / ``demo:seasons``
 (generated offline, :mod:`jaxgan.data.demo`), ``folder:<path>``
 (:mod:`jaxgan.data.folder`), ``tfds:<name>[/<config>]``
-(:mod:`jaxgan.data.tfds_source`).
+(:mod:`jaxgan.data.tfds_source`). Each of those backends registers its opener
+with :mod:`jaxgan.data.sources` when imported; this package imports them all.
 """
 from jaxgan.data.image_io import IMAGE_EXTENSIONS, DataError, load_image, read_image, save_image
 from jaxgan.data.pipeline import Pipeline, PipelineIterator, create_pipeline
 from jaxgan.data.preprocess import PREPROCESS_MODES, generator_stride
+from jaxgan.data import demo, folder, tfds_source  # noqa: F401  (the backends register with sources.open_split)
 
 __all__ = [
     "create_pipeline", "Pipeline", "PipelineIterator", "load_image", "save_image", "read_image",

@@ -3,8 +3,9 @@
 Owns: ``demo:facades`` (paired: a colour-coded label map of a building facade
 as A, the photo-like rendering as B) and ``demo:seasons`` (unpaired: landscapes
 rendered as summer (A) and winter (B); the test split is aligned), their
-sources, the oracle (:func:`oracle_config`) and the example grids
-(:func:`write_examples`, written by ``scripts/write_demo_examples.py``).
+sources (registered as the ``demo`` backend of :mod:`jaxgan.data.sources`) and
+the oracle (:func:`oracle_config`). The example-image grids are
+:mod:`jaxgan.data.demo_examples` (written by ``scripts/write_demo_examples.py``).
 
 Every image is a pure function of (demo_seed, split, index, size, noise):
 generated on the fly with vectorised numpy in a few milliseconds, so nothing is
@@ -19,24 +20,22 @@ input and predicting the mean image.
 Config keys read (all optional): ``demo_seed`` (0), ``demo_train_size`` (400),
 ``demo_test_size`` (50), ``demo_image_size`` (default: ``load_size`` for the
 train split, or ``crop_size`` for ``preprocess='none'``; ``crop_size`` for the
-other splits, so test images are rendered at the size the model sees and any
-test-time resize or centre crop leaves them unchanged), ``demo_noise`` (0: the
+other splits, the size the model sees there, so the test-time resize to
+``crop_size`` leaves them unchanged), ``demo_noise`` (0: the
 dataset's own noise draw; 1: the oracle's).
 """
 from __future__ import annotations
 
-import os
 import zlib
-from typing import Any, Sequence
+from typing import Any
 
 import ml_collections
 import numpy as np
 
+from jaxgan.config import DEMO_DATASETS
 from jaxgan.data import demo_facades, demo_seasons
 from jaxgan.data.image_io import DataError
-from jaxgan.data.sources import RandomAccess, SplitData, split_from_pairs
-
-DEMO_DATASETS = ("facades", "seasons")
+from jaxgan.data.sources import RandomAccess, SplitData, register, split_from_pairs
 
 
 def _split_code(split: str) -> int:
@@ -85,6 +84,9 @@ class FacadePairs(RandomAccess):
   def name(self, index: int) -> str:
     return f"demo:facades[{self.split}][{index}]"
 
+  def image_sizes(self, index: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    return (self.size, self.size), (self.size, self.size)
+
 
 class SeasonDomain(RandomAccess):
   """One style of the seasons landscapes; scene ids ``index * stride + offset``."""
@@ -103,6 +105,9 @@ class SeasonDomain(RandomAccess):
 
   def name(self, index: int) -> str:
     return f"demo:seasons[{self.split}][{self.style} {index}]"
+
+  def image_size(self, index: int) -> tuple[int, int]:
+    return self.size, self.size
 
 
 class SeasonPairs(RandomAccess):
@@ -133,6 +138,7 @@ def demo_image_size(config: Any, split: str = "train") -> int:
   return int(config.load_size)
 
 
+@register("demo")
 def open_demo(name: str, split: str, config: Any) -> SplitData:
   """The :class:`SplitData` of ``demo:<name>`` for ``split`` (train: 400 examples, others: 50)."""
   seed = int(config.get("demo_seed", 0))
@@ -168,32 +174,3 @@ def oracle_config(config: Any) -> ml_collections.ConfigDict | None:
   oracle.demo_noise = int(config.get("demo_noise", 0)) + 1
   return oracle
 
-
-# ----------------------------------------------------------------------------- example images
-
-
-def _grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 4) -> np.ndarray:
-  h, w = rows[0][0].shape[:2]
-  ncol = max(len(r) for r in rows)
-  out = np.full((len(rows) * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
-  for i, row in enumerate(rows):
-    for j, im in enumerate(row):
-      y, x = pad + i * (h + pad), pad + j * (w + pad)
-      out[y:y + h, x:x + w] = im
-  return out
-
-
-def write_examples(out_dir: str, *, size: int = 160, n: int = 5) -> list[str]:
-  """Write ``demo_facades.png`` and ``demo_seasons.png`` (example grids) into ``out_dir``."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-  os.makedirs(out_dir, exist_ok=True)
-  fac = [facades_example(i, split="train", size=size) for i in range(n)]
-  rows = [[lab for lab, _ in fac], [ph for _, ph in fac]]
-  summer = [seasons_example(i, style="summer", split="test", size=size) for i in range(n)]
-  winter = [seasons_example(i, style="winter", split="test", size=size) for i in range(n)]
-  paths = []
-  for fname, grid in (("demo_facades.png", _grid(rows)), ("demo_seasons.png", _grid([summer, winter]))):
-    path = os.path.join(out_dir, fname)
-    Image.fromarray(grid).save(path)
-    paths.append(path)
-  return paths

@@ -16,6 +16,8 @@ list takes their place, deterministically). Nothing is ever written here.
 """
 from __future__ import annotations
 
+import collections
+import heapq
 import logging
 import os
 import warnings
@@ -23,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxgan.data.image_io import IMAGE_EXTENSIONS, DataError, is_image_file, read_image
-from jaxgan.data.sources import RandomAccess, SplitData, ZippedPairs, split_from_pairs
+from jaxgan.data.image_io import IMAGE_EXTENSIONS, DataError, image_size, is_image_file, read_image
+from jaxgan.data.sources import RandomAccess, SplitData, ZippedPairs, register, split_from_pairs
 
 LAYOUTS = ("trainA/ trainB/ (testA/ testB/): unpaired, or paired when the file names match",
            "train/ (val/ test/): paired side-by-side A|B images")
@@ -36,11 +38,17 @@ def list_images(folder: str) -> list[str]:
   for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
     dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     out.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and is_image_file(f))
-  return sorted(out, key=lambda p: os.path.relpath(p, folder))
+  return sorted(out)   # every path starts with the same ``folder`` prefix: the order of the relative paths
+
+
+def _relative(path: str, root: str) -> str:
+  """``os.path.relpath(path, root)`` for a path listed under ``root`` (a string slice: 100k paths in ms)."""
+  prefix = os.path.join(root, "")
+  return path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
 
 
 def _stem(path: str, root: str) -> str:
-  return os.path.splitext(os.path.relpath(path, root))[0]
+  return os.path.splitext(_relative(path, root))[0]
 
 
 class _Reader:
@@ -73,6 +81,15 @@ class _Reader:
     raise DataError(f"no readable image among the {n} files starting at {self.paths[index]!r} "
                     "(every file failed to decode)")
 
+  def size(self, index: int) -> tuple[int, int] | None:
+    """(w, h) of file ``index`` from its header; None when it is unreadable and ``skip_bad`` is set."""
+    try:
+      return image_size(self.paths[index])
+    except DataError as e:
+      if not self.skip_bad:
+        raise DataError(f"{e}. Set skip_bad_images=True to skip undecodable files with a warning") from e
+      return None
+
 
 class FileDomain(RandomAccess):
   """A list of image files as a :class:`~jaxgan.data.sources.Domain`."""
@@ -88,6 +105,10 @@ class FileDomain(RandomAccess):
 
   def name(self, index: int) -> str:
     return self.reader.paths[index]
+
+  def image_size(self, index: int) -> tuple[int, int] | None:
+    """(w, h) from the file header; None for an unreadable file with ``skip_bad_images``."""
+    return self.reader.size(index)
 
 
 def _check_side_by_side(image: np.ndarray, path: str) -> None:
@@ -111,6 +132,14 @@ class SideBySidePairs(RandomAccess):
 
   def name(self, index: int) -> str:
     return self.reader.paths[index]
+
+  def image_sizes(self, index: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """((wa, h), (wb, h)) of the two halves, from the file header."""
+    size = self.reader.size(index)
+    if size is None:
+      return None
+    w, h = size
+    return (w // 2, h), (w - w // 2, h)
 
 
 def _images_or_error(folder: str, spec: str) -> list[str]:
@@ -138,15 +167,17 @@ def _separate(root: str, split: str, spec: str, skip_bad: bool) -> SplitData:
   desc = f"{spec} [{split}A: {len(paths_a)} images, {split}B: {len(paths_b)} images]"
   if stems_a == stems_b and len(set(stems_a)) == len(stems_a):
     return SplitData(desc, dom_a, dom_b, ZippedPairs(dom_a, dom_b))
-  only_a = sorted(set(stems_a) - set(stems_b))[:5]
-  only_b = sorted(set(stems_b) - set(stems_a))[:5]
-  dup = sorted({s for s in stems_a if stems_a.count(s) > 1} | {s for s in stems_b if stems_b.count(s) > 1})[:5]
+  count_a, count_b = collections.Counter(stems_a), collections.Counter(stems_b)   # O(n): 100k names in ~0.1 s
+  only_a = heapq.nsmallest(5, count_a.keys() - count_b.keys())
+  only_b = heapq.nsmallest(5, count_b.keys() - count_a.keys())
+  dup = heapq.nsmallest(5, {s for s, k in count_a.items() if k > 1} | {s for s, k in count_b.items() if k > 1})
   why = (f"the file names in {dir_a!r} and {dir_b!r} do not match ({len(paths_a)} vs {len(paths_b)} files; "
          f"only in {split}A: {only_a}, only in {split}B: {only_b}"
          + (f", names used twice: {dup}" if dup else "") + ")")
   return SplitData(desc, dom_a, dom_b, None, why_unpaired=why)
 
 
+@register("folder")
 def open_folder(path: str, split: str, config: Any) -> SplitData:
   """The :class:`SplitData` of ``folder:<path>`` for ``split`` (see the module docstring for layouts)."""
   spec = f"folder:{path}"

@@ -2,9 +2,11 @@
 
 Owns: the list of readable extensions, decoding a file to a numpy array in its
 own bit depth (``uint8`` / ``uint16`` / ``float32`` HxWxC, EXIF orientation
-applied), converting channel counts the way the reference does (PIL's luma for
-RGB -> gray, alpha dropped for RGBA -> RGB, gray replicated for gray -> RGB),
-and the public helpers :func:`load_image` / :func:`save_image`.
+applied), reading an image's size from its header (:func:`image_size`),
+converting channel counts the way the reference does (PIL's luma for RGB ->
+gray, alpha dropped for RGBA -> RGB, gray replicated for gray -> RGB), mapping
+source pixels to the library's [-1, 1] (:func:`to_model_range`), and the
+public helpers :func:`load_image` / :func:`save_image`.
 
 Pillow reads 8-bit images of every listed format and 16-bit grayscale; it
 truncates 16-bit *colour* PNGs to 8 bits, so those are decoded here by a small
@@ -165,6 +167,28 @@ def _read_png16(path: PathLike) -> np.ndarray:
   return rows.view(">u2").reshape(height, width, channels).astype(np.uint16)
 
 
+_ROTATING_ORIENTATIONS = (5, 6, 7, 8)   # EXIF orientations that swap width and height
+
+
+def image_size(path: PathLike) -> tuple[int, int]:
+  """(width, height) of an image file as :func:`read_image` returns it, from the header only (no decoding).
+
+  The EXIF orientation is applied when the header holds it (JPEG, TIFF, WebP,
+  and PNGs whose eXIf chunk precedes the image data). Raises
+  :class:`DataError` naming ``path`` when it is not a readable image.
+  """
+  path = os.fspath(path)
+  try:
+    with Image.open(path) as img:
+      w, h = img.size
+      if "exif" in img.info or img.format == "TIFF":
+        if img.getexif().get(0x0112) in _ROTATING_ORIENTATIONS:
+          w, h = h, w
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise DataError(f"cannot read the size of image file {path!r}: {e}") from e
+  return int(w), int(h)
+
+
 def read_image(path: PathLike) -> np.ndarray:
   """Decode an image file to HxWxC in its own bit depth: uint8, uint16 or float32 in [0, 1].
 
@@ -226,8 +250,12 @@ def convert_channels(image: np.ndarray, channels: int, *, name: str = "image") -
   return col if channels == 3 else np.concatenate([col, alpha], axis=-1)
 
 
-def to_unit_range(image: np.ndarray) -> np.ndarray:
-  """uint8/uint16/float [0,1] HxWxC -> float32 in [-1, 1] (the reference's ToTensor + Normalize(0.5, 0.5))."""
+def to_model_range(image: np.ndarray) -> np.ndarray:
+  """Source pixels -> the library's range: uint8/uint16/float [0,1] HxWxC -> float32 in [-1, 1].
+
+  The reference's ToTensor + Normalize(0.5, 0.5). (Not :func:`jaxgan.metrics.to_unit_range`,
+  which maps model outputs [-1, 1] back to [0, 1] for the metrics.)
+  """
   x = image.astype(np.float32) / np.float32(max_value(image.dtype))
   return (x - np.float32(0.5)) / np.float32(0.5)
 
@@ -238,7 +266,7 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
 def load_image(path: PathLike, channels: int) -> np.ndarray:
   """Read an image file as float32 HxWx``channels`` in [-1, 1] (EXIF orientation honoured)."""
   image = read_image(path)
-  return to_unit_range(convert_channels(image, int(channels), name=os.fspath(path)))
+  return to_model_range(convert_channels(image, int(channels), name=os.fspath(path)))
 
 
 def save_image(path: PathLike, array) -> None:

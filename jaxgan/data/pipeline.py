@@ -9,7 +9,10 @@ How it is built (Grain ``MapDataset`` API, random access all the way):
    ``num_examples``: the number of pairs, or ``max(len A, len B)`` unpaired, as
    the reference) and names record ``perm_epoch[g % N]``, a permutation seeded
    by (seed, epoch) -- a new shuffle every epoch; no shuffle: identity. Finite
-   for ``num_epochs``, endless for ``None``.
+   for ``num_epochs``, endless for ``None`` (a length of 2**53 positions: Grain
+   takes ``len()`` of every stage, computes batch counts through float
+   division and refuses lengths above ``sys.maxsize``, so the length must stay
+   exact as a float; 2**53 examples is centuries of reading).
 2. Process ``p`` of ``k`` reads positions ``p, p + k, p + 2k, ...``: disjoint
    shards; step ``s`` of all processes together is exactly the global batch
    ``[s*B, (s+1)*B)`` of a one-process run.
@@ -33,16 +36,20 @@ import dataclasses
 import logging
 import math
 import os
-import sys
 import threading
 from typing import Any, Sequence
 
 import grain
 import numpy as np
 
+from jaxgan import objectives
+from jaxgan.data import sizes
 from jaxgan.data.image_io import DataError, convert_channels
 from jaxgan.data.preprocess import PreprocessOptions, preprocess_images
 from jaxgan.data.sources import SplitData, open_split
+
+
+ENDLESS = 2 ** 53   # the length of a num_epochs=None stream (see the module docstring)
 
 
 class _Stream(grain.MapDataset):
@@ -55,7 +62,7 @@ class _Stream(grain.MapDataset):
     self._perms: dict[int, np.ndarray] = {}
 
   def __len__(self) -> int:
-    return sys.maxsize if self.num_epochs is None else self.n * int(self.num_epochs)
+    return ENDLESS if self.num_epochs is None else self.n * int(self.num_epochs)
 
   def __getstate__(self):
     state = self.__dict__.copy()
@@ -257,12 +264,18 @@ def create_pipeline(config: Any, *, split: str = "train", seed: int | None = Non
   """The input pipeline of ``config.dataset`` for ``split``.
 
   ``split="train"``: random crop/flip, shuffled, B drawn at random for
-  unpaired data; other splits: centre crop, no flip, no shuffle unless asked,
-  and aligned (``.paired``) where the data allow it. ``seed`` defaults to
-  ``config.seed``; processes default to JAX's. ``num_epochs=None`` repeats
-  forever with a new shuffle each epoch. Batches are ``{"A": float32
-  [batch_size // process_count, H, W, input_nc], "B": [..., output_nc]}`` in
-  [-1, 1]; with ``direction="BtoA"`` the dataset's B side is the input "A".
+  unpaired data; other splits: the reference's test-time preprocessing
+  (load_size = crop_size: resized whole, no random crop, no flip), no
+  shuffle unless asked, and aligned (``.paired``) where the data allow it.
+  ``seed`` defaults to ``config.seed``; processes default to JAX's.
+  ``num_epochs=None`` repeats forever with a new shuffle each epoch. Batches
+  are ``{"A": float32 [batch_size // process_count, H, W, input_nc], "B":
+  [..., output_nc]}`` in [-1, 1]; with ``direction="BtoA"`` the dataset's B
+  side is the input "A".
+  A training split whose images would come out in several sizes where the run
+  needs one (CycleGAN, or batches of several images, with
+  ``preprocess=scale_width`` or ``none``) is refused here, from the image
+  headers (:mod:`jaxgan.data.sizes`).
   """
   split = str(split)
   train = split == "train"
@@ -280,10 +293,13 @@ def create_pipeline(config: Any, *, split: str = "train", seed: int | None = Non
   opt = PreprocessOptions.from_config(config)
   data = open_split(config, split)
   model = str(config.get("model", "pix2pix"))
-  paired = model == "pix2pix" or (not train and data.pairs is not None)
+  paired = objectives.get(model).PAIRED or (not train and data.pairs is not None)
   if paired and data.pairs is None:
     raise DataError(f"model={model!r} needs aligned A/B pairs, but dataset={config.dataset!r} split {split!r} is "
                     f"unpaired: {data.why_unpaired or 'it has two independent domains'}")
+  why_one_size = sizes.needs_one_size(config, opt, batch_size // pcount) if train else ""
+  if why_one_size:   # before any image is decoded, model initialised or step compiled
+    sizes.check_one_size(data, opt, why=why_one_size, label=f"dataset={config.dataset!r} split {split!r}")
   n = len(data.pairs) if paired else max(len(data.domain_a), len(data.domain_b))
   num_workers = int(config.get("num_workers", 0) or 0)
   make = _MakeExample(data=data, paired=paired, swap=direction == "BtoA", random_b=shuffle, train=train,

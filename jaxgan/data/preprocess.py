@@ -9,35 +9,36 @@ channel in float (Pillow mode ``F``, the same bicubic kernel).
 
 Random parameters are drawn once per example from a ``np.random.Generator``
 and applied to every image that must stay aligned (paired A and B), so both
-get the same crop and flip. Evaluation (``train=False``) uses the centre crop
-and no flip.
+get the same crop and flip.
+
+Test time (``train=False`` in :func:`preprocess_images`) is the reference's
+test options: ``load_size`` is set to ``crop_size`` (so ``resize_and_crop``
+resizes the whole image to crop_size x crop_size and crops nothing;
+``scale_width[_and_crop]`` scales the width to crop_size), never a flip, and
+where a crop remains (``crop``, ``scale_width_and_crop``) it is the centre one
+(the reference takes a random one even at test time; a fixed one makes
+evaluation repeatable). See :meth:`PreprocessOptions.for_split`.
 """
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from jaxgan.data.image_io import DataError, to_unit_range
+from jaxgan import config as config_lib
+from jaxgan.data.image_io import DataError, to_model_range
 
-PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
-
-_RESNET = re.compile(r"resnet_(\d+)blocks")
-_UNET = re.compile(r"unet_(\d+)")
+PREPROCESS_MODES = config_lib.PREPROCESS
 
 
 def generator_stride(netG: str) -> int:
-  """H and W must be multiples of this for ``netG``: 4 for ResNet, N for unet_N (2**num_downs)."""
-  name = str(netG)
-  if _RESNET.fullmatch(name):
-    return 4
-  m = _UNET.fullmatch(name)
-  if m:
-    return int(m.group(1))
-  raise DataError(f"netG={netG!r}: cannot tell its stride (expected resnet_<n>blocks or unet_<N>)")
+  """H and W must be multiples of this for ``netG`` (:func:`jaxgan.config.generator_stride`), as a DataError."""
+  try:
+    return config_lib.generator_stride(netG)
+  except ValueError as e:
+    raise DataError(str(e)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,12 @@ class PreprocessOptions:
     if self.preprocess in ("resize_and_crop", "scale_width_and_crop") and self.load_size < self.crop_size:
       raise DataError(f"preprocess={self.preprocess!r} needs load_size >= crop_size, got "
                       f"load_size={self.load_size} < crop_size={self.crop_size}")
+
+  def for_split(self, train: bool) -> "PreprocessOptions":
+    """These options for training (unchanged) or for test time (load_size = crop_size, no flip)."""
+    if train:
+      return self
+    return dataclasses.replace(self, load_size=self.crop_size, no_flip=True)
 
   @classmethod
   def from_config(cls, config: Any) -> "PreprocessOptions":
@@ -106,7 +113,9 @@ def draw_params(width: int, height: int, opt: PreprocessOptions, rng: np.random.
                 *, train: bool, name: str = "image") -> Params:
   """Choose resize size, crop corner and flip for an image of (width, height).
 
-  ``train=False`` (or ``rng=None``): centre crop, no flip. Raises
+  ``opt`` is used as given; ``train=False`` (or ``rng=None``) only makes the
+  crop central and the flip off (for the reference's test-time sizes pass
+  ``opt.for_split(False)``, as :func:`preprocess_images` does). Raises
   :class:`DataError` naming ``name`` when the image is smaller than crop_size
   and nothing resizes it up (``preprocess=crop``).
   """
@@ -162,16 +171,20 @@ def apply_params(image: np.ndarray, params: Params, opt: PreprocessOptions, *, n
     out = out[y:y + c, x:x + c]
   if params.flip:
     out = out[:, ::-1]
-  return to_unit_range(np.ascontiguousarray(out))
+  return to_model_range(np.ascontiguousarray(out))
 
 
 def preprocess_images(images: list[np.ndarray], opt: PreprocessOptions, rng: np.random.Generator | None,
                       *, train: bool, names: list[str] | None = None) -> list[np.ndarray]:
   """Preprocess images that must stay aligned (same crop and flip), parameters drawn from the first.
 
-  Returns float32 [-1, 1] HxWxC arrays; raises :class:`DataError` when aligned
-  images end with different spatial sizes.
+  ``train=True``: random crop and flip from ``rng``; ``train=False``: the
+  reference's test-time preprocessing (``opt.for_split(False)``: load_size =
+  crop_size, centre crop where one remains, no flip). Returns float32 [-1, 1]
+  HxWxC arrays; raises :class:`DataError` when aligned images end with
+  different spatial sizes.
   """
+  opt = opt.for_split(train)
   names = names or [f"image {i}" for i in range(len(images))]
   h, w = images[0].shape[:2]
   params = draw_params(w, h, opt, rng, train=train, name=names[0])

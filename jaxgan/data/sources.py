@@ -4,7 +4,13 @@ Owns: the two source shapes every backend (demo, folder, tfds) produces --
 ``Domain`` (a list of images of one domain) and ``Pairs`` (a list of aligned
 A/B images) -- the :class:`SplitData` bundle of one split, adapters between
 them (one side of a pair list as a domain, two name-matched domains as pairs),
-the ``max_dataset_size`` cap, and parsing of the ``dataset`` string.
+the ``max_dataset_size`` cap, parsing of the ``dataset`` string, and the
+registry of backends: each backend module (:mod:`~jaxgan.data.demo`,
+:mod:`~jaxgan.data.folder`, :mod:`~jaxgan.data.tfds_source`) registers its
+opener for its kind of ``dataset`` with :func:`register` when it is imported
+(``jaxgan/data/__init__.py`` imports them all), and :func:`open_split` asks the
+registry, so this module imports no backend. The valid kinds are
+:data:`jaxgan.config.DATASET_KINDS`.
 
 Sources return images in their own bit depth (HxWxC uint8/uint16/float32 in
 [0, 1]); they hold only picklable state (paths, names, small tables), so Grain
@@ -13,10 +19,11 @@ worker processes can receive them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from jaxgan.config import DATASET_KINDS
 from jaxgan.data.image_io import DataError
 
 
@@ -80,6 +87,11 @@ class PairSide(RandomAccess):
   def name(self, index: int) -> str:
     return f"{self.pairs.name(index)} [{'AB'[self.side]}]"
 
+  def image_size(self, index: int) -> tuple[int, int] | None:
+    """(w, h) without decoding when the pairs can tell (see :mod:`jaxgan.data.sizes`), else None."""
+    sizes = getattr(self.pairs, "image_sizes", None)
+    return sizes(index)[self.side] if sizes is not None else None
+
 
 class ZippedPairs(RandomAccess):
   """Two domains whose images are aligned index by index, as :class:`Pairs`."""
@@ -114,6 +126,10 @@ class Capped(RandomAccess):
   def name(self, index: int) -> str:
     return self.inner.name(index)
 
+  def image_size(self, index: int) -> tuple[int, int] | None:
+    size = getattr(self.inner, "image_size", None)
+    return size(index) if size is not None else None
+
 
 def cap(split: SplitData, max_size: int) -> SplitData:
   """Apply ``max_dataset_size`` (<= 0 or None: no cap) to every list of a split."""
@@ -130,7 +146,22 @@ def split_from_pairs(description: str, pairs: Pairs) -> SplitData:
   return SplitData(description, PairSide(pairs, 0), PairSide(pairs, 1), pairs)
 
 
-DATASET_KINDS = ("demo", "folder", "tfds")
+Opener = Callable[[str, str, Any], SplitData]   # (rest of "kind:rest", split, config) -> SplitData
+_OPENERS: dict[str, Opener] = {}
+
+
+def register(kind: str) -> Callable[[Opener], Opener]:
+  """Decorator of a backend's opener: ``dataset="<kind>:<rest>"`` is opened by ``opener(rest, split, config)``.
+
+  ``kind`` must be one of :data:`jaxgan.config.DATASET_KINDS` (ValueError otherwise).
+  """
+  if kind not in DATASET_KINDS:
+    raise ValueError(f"dataset kind {kind!r} is not one of jaxgan.config.DATASET_KINDS {DATASET_KINDS}")
+
+  def add(opener: Opener) -> Opener:
+    _OPENERS[kind] = opener
+    return opener
+  return add
 
 
 def parse_dataset(spec: str) -> tuple[str, str]:
@@ -146,19 +177,10 @@ def parse_dataset(spec: str) -> tuple[str, str]:
 def open_split(config: Any, split: str) -> SplitData:
   """Open split ``split`` of ``config.dataset`` (capped by ``config.max_dataset_size``)."""
   kind, rest = parse_dataset(config.dataset)
-  # pylint: disable=import-outside-toplevel
-  if kind == "demo":
-    from jaxgan.data import demo
-    data = demo.open_demo(rest, split, config)
-  elif kind == "folder":
-    from jaxgan.data import folder
-    data = folder.open_folder(rest, split, config)
-  else:
-    from jaxgan.data import tfds_source
-    data = tfds_source.open_tfds(rest, split, config)
-  data = cap(data, config.get("max_dataset_size", -1))
+  if kind not in _OPENERS:   # the backends register when jaxgan.data is imported
+    raise DataError(f"dataset={config.dataset!r}: no data backend registered for {kind!r}")
+  data = cap(_OPENERS[kind](rest, split, config), config.get("max_dataset_size", -1))
   for label, dom in (("A", data.domain_a), ("B", data.domain_b)):
     if len(dom) == 0:
       raise DataError(f"dataset={config.dataset!r} split {split!r}: domain {label} has no images")
   return data
-

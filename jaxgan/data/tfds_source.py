@@ -11,11 +11,13 @@ the error messages for unknown or unprepared datasets.
   ``"image,segmentation_mask"``); ``config.tfds_<split>_split`` renames the
   TFDS split used for ``split`` (e.g. ``tfds_test_split="validation"``).
 
-Preparing a dataset that is not yet on disk (download + conversion) needs
-TensorFlow: ``pip install "jaxgan[tfds]"``. With it installed and
-``config.tfds_download`` True (the default) the dataset is prepared on first
-use, in ArrayRecord format. ``config.tfds_data_dir`` overrides TFDS's data
-directory (default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+Preparing a dataset that is not yet on disk (download + conversion) is
+:func:`prepare` (``jaxgan prepare tfds:NAME[/CONFIG] [--data_dir DIR]``): it
+asks TFDS for ArrayRecord files, the format read here, and needs TensorFlow for
+that step only (``pip install -e ".[tfds]"``). With TensorFlow installed and
+``config.tfds_download`` True (the default) a missing dataset is also prepared
+on first use. ``config.tfds_data_dir`` overrides TFDS's data directory
+(default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
 """
 from __future__ import annotations
 
@@ -25,10 +27,20 @@ from typing import Any
 import numpy as np
 
 from jaxgan.data.image_io import DataError
-from jaxgan.data.sources import RandomAccess, SplitData, split_from_pairs
+from jaxgan.data.sources import RandomAccess, SplitData, register, split_from_pairs
 
-_PREPARE_HINT = ('preparing it needs TensorFlow: pip install "jaxgan[tfds]" (then it is prepared on first use), '
-                 "or prepare it yourself with: tfds build {name} --file_format=array_record")
+_TF_INSTALL = 'pip install -e ".[tfds]"'
+_PREPARE_HINT = ("prepare it once with: jaxgan prepare tfds:{name}{data_dir_arg} (needs TensorFlow for that step "
+                 f"only: {_TF_INSTALL})")
+
+
+def _prepare_hint(name: str, data_dir: str | None) -> str:
+  return _PREPARE_HINT.format(name=name, data_dir_arg=f" --data_dir {data_dir}" if data_dir else "")
+
+
+def tensorflow_available() -> bool:
+  """True when TensorFlow can be imported (needed only to prepare most TFDS datasets, never to read them)."""
+  return importlib.util.find_spec("tensorflow") is not None
 
 
 def _tfds():
@@ -65,23 +77,69 @@ def open_data_source(name: str, split: str, data_dir: str | None, download: bool
   if not builder.is_prepared():
     if not download:
       raise DataError(f"dataset={spec!r}: TFDS dataset {name!r} is not prepared in {where!r} "
-                      f"(tfds_download=False); " + _PREPARE_HINT.format(name=name))
-    if importlib.util.find_spec("tensorflow") is None:
+                      f"(tfds_download=False); " + _prepare_hint(name, data_dir))
+    if not tensorflow_available():
       raise DataError(f"dataset={spec!r}: TFDS dataset {name!r} is not prepared in {where!r}; "
-                      + _PREPARE_HINT.format(name=name))
-    builder = tfds.builder(name, data_dir=data_dir, **_array_record_kwargs())
-    builder.download_and_prepare(file_format="array_record")
+                      + _prepare_hint(name, data_dir))
+    prepare(name, data_dir)
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False,
                             builder_kwargs=_array_record_kwargs())
   splits = list(builder.info.splits.keys())
   if splits and split not in splits:
     raise DataError(f"dataset={spec!r}: TFDS dataset {name!r} has no split {split!r}; it has {splits}")
-  fmt = str(getattr(builder.info, "file_format", ""))
-  if "array_record" not in fmt.lower():
-    raise DataError(f"dataset={spec!r}: TFDS dataset {name!r} in {where!r} is stored as {fmt or 'TFRecord'}, "
-                    "which has no random access; re-prepare it with: "
-                    f"tfds build {name} --file_format=array_record")
+  if not _is_array_record(builder):
+    raise DataError(f"dataset={spec!r}: " + _not_array_record(name, builder, data_dir))
   raise DataError(f"dataset={spec!r}: cannot open split {split!r}: {_first_line(error)}") from error
+
+
+def _is_array_record(builder) -> bool:
+  info = builder.info
+  formats = [getattr(info, "file_format", None)] + list(getattr(info, "alternative_file_formats", None) or [])
+  return any("array_record" in str(f).lower() for f in formats if f is not None)
+
+
+def _not_array_record(name: str, builder, data_dir: str | None) -> str:
+  fmt = getattr(builder.info, "file_format", None)
+  fmt = getattr(fmt, "value", fmt)   # FileFormat.TFRECORD -> "tfrecord"
+  return (f"TFDS dataset {name!r} in {str(builder.data_dir)!r} is stored as {fmt or 'TFRecord'}, which has no "
+          "random access (jaxgan reads ArrayRecord). jaxgan does not replace it: remove that folder (TFDS keeps "
+          "the downloaded archives in its downloads/ folder, so nothing is fetched again) or choose another "
+          f"--data_dir, then run: jaxgan prepare tfds:{name}" + (f" --data_dir {data_dir}" if data_dir else ""))
+
+
+def prepare(name: str, data_dir: str | None = None) -> dict[str, Any]:
+  """Download and prepare TFDS dataset ``name`` (``NAME[/CONFIG]``) as ArrayRecord files, readable here.
+
+  Returns ``{"dataset": "tfds:NAME", "data_dir": data_dir (None: TFDS's
+  default), "path": the dataset's version folder, "splits": {split: number of
+  records}, "already_prepared": bool}``; every split is opened
+  through :func:`open_data_source` afterwards, so a success means jaxgan can
+  read it. Nothing already on disk is replaced: a dataset prepared earlier as
+  TFRecord is refused with what to do. Raises :class:`DataError` when TFDS
+  does not know ``name`` or TensorFlow (needed by TFDS to encode most image
+  datasets) is missing.
+  """
+  tfds = _tfds()
+  spec = f"tfds:{name}"
+  try:   # first as found on disk (TFDS refuses to open a TFRecord copy as ArrayRecord)
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # pylint: disable=broad-except  # DatasetNotFoundError, bad config, ...
+    raise DataError(f"{spec}: TFDS does not know {name!r}: {_first_line(e)}") from e
+  already = bool(builder.is_prepared())
+  if already and not _is_array_record(builder):
+    raise DataError(f"{spec}: " + _not_array_record(name, builder, data_dir))
+  if not already:
+    if not tensorflow_available():
+      raise DataError(f"{spec}: preparing a TFDS dataset needs TensorFlow (only for this step; training reads "
+                      f"the result without it): {_TF_INSTALL}, then rerun. Nothing was written.")
+    builder = tfds.builder(name, data_dir=data_dir, **_array_record_kwargs())
+    builder.download_and_prepare(file_format="array_record")
+    builder = tfds.builder(name, data_dir=data_dir, **_array_record_kwargs())   # re-read what was written
+    if not _is_array_record(builder):
+      raise DataError(f"{spec}: TFDS wrote {builder.info.file_format}, not ArrayRecord, in {str(builder.data_dir)!r}")
+  splits = {str(s): len(open_data_source(name, str(s), data_dir, download=False)) for s in builder.info.splits}
+  return {"dataset": spec, "data_dir": data_dir, "path": str(builder.data_dir), "splits": splits,
+          "already_prepared": already}
 
 
 def record_image(value: Any, what: str) -> np.ndarray:
@@ -142,6 +200,7 @@ class TfdsPairs(RandomAccess):
     return f"{self.label}[{index}]"
 
 
+@register("tfds")
 def open_tfds(name: str, split: str, config: Any) -> SplitData:
   """The :class:`SplitData` of ``tfds:<name>`` for ``split`` (see the module docstring)."""
   data_dir = config.get("tfds_data_dir", None) or None

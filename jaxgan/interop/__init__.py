@@ -1,4 +1,12 @@
-"""Interoperability with the reference PyTorch project: import/export of its network weights."""
-from jaxgan.interop.pytorch import convert_state_dict, load_pth, reference_layers, to_state_dict
+"""Interoperability with the reference PyTorch project: its network weights, imported workdirs, its released models.
 
-__all__ = ["convert_state_dict", "load_pth", "reference_layers", "to_state_dict"]
+* :mod:`~jaxgan.interop.pytorch`: state_dict <-> Flax variables, for every netG / netD / norm;
+* :mod:`~jaxgan.interop.pth`: reading ``.pth`` files safely (``weights_only``);
+* :mod:`~jaxgan.interop.detect`: recognising the network (and its role) in a file;
+* :mod:`~jaxgan.interop.workdir`: imported networks -> a jaxgan workdir (``jaxgan import-torch``);
+* :mod:`~jaxgan.interop.zoo`: the authors' released models, their URLs, download with a cache.
+"""
+from jaxgan.interop.pth import load_pth, read_state_dict
+from jaxgan.interop.pytorch import convert_state_dict, reference_layers, to_state_dict
+
+__all__ = ["convert_state_dict", "load_pth", "read_state_dict", "reference_layers", "to_state_dict"]

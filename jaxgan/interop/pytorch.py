@@ -12,11 +12,14 @@ and every norm (``batch``, ``instance``, ``none``):
   ``jaxgan.models.layers.ConvTranspose2d`` flips internally);
 * ``BatchNorm2d`` ``weight/bias`` -> ``params`` ``scale/bias``; ``running_mean/var`` ->
   ``batch_stats`` ``mean/var``; ``num_batches_tracked`` is ignored;
-* legacy InstanceNorm running statistics (pre-0.4 checkpoints) are dropped, as the reference does.
+* legacy InstanceNorm running statistics (pre-0.4 checkpoints) are dropped, as the reference does;
+* ``norm="none"``: the reference's convolutions that feed a norm layer have no bias then (its
+  ``use_bias`` is true for instance norm only); jaxgan keeps those biases, so a file without them
+  gets zero biases (the same network), and a file with them (jaxgan's own export) keeps its values.
 
 :func:`to_state_dict` is the inverse (numpy arrays, ready for ``torch.from_numpy``).
-:func:`load_pth` reads a ``.pth`` file with ``torch.load(weights_only=True)`` (no
-arbitrary unpickling) and converts it. torch is imported only there.
+Reading ``.pth`` files safely is :mod:`jaxgan.interop.pth`; recognising the network in a
+state_dict is :mod:`jaxgan.interop.detect`.
 
 Channel counts (``input_nc``, ``output_nc``, ``ngf``/``ndf``) are read from the
 weights; the result is checked leaf by leaf against the shapes of the Flax module
@@ -25,7 +28,6 @@ file fails with an error that names the keys at fault.
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, Iterator, Mapping, NamedTuple
 
@@ -34,19 +36,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgan import models
+from jaxgan.config import NORMS, parse_netG
 
 KINDS = ("G", "D")
-NORMS = ("batch", "instance", "none")
 _BN_IGNORED = ("num_batches_tracked",)
 _LEGACY_INSTANCE = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class Layer(NamedTuple):
-  """One reference layer: torch module prefix, Flax module path, kind and whether it has a bias."""
+  """One reference layer: torch module prefix, Flax module path, kind and whether it has a bias.
+
+  ``norm_bias``: the bias is the reference's ``use_bias`` (a conv feeding a norm layer, and the
+  pixel discriminator's head), which its code leaves out for ``norm="none"`` as for batch norm.
+  """
   prefix: str
   path: tuple[str, ...]
   kind: str          # "conv", "convT" or "norm"
   bias: bool = True
+  norm_bias: bool = False
 
 
 # ----------------------------------------------------------------------------- architecture tables
@@ -54,20 +61,20 @@ class Layer(NamedTuple):
 
 def _resnet_layers(n_blocks: int, norm: str, use_dropout: bool) -> Iterator[Layer]:
   b = norm != "batch"
-  yield Layer("model.1", ("stem_conv",), "conv", b)
+  yield Layer("model.1", ("stem_conv",), "conv", b, True)
   yield Layer("model.2", ("stem_norm",), "norm")
   for i, (c, n) in enumerate(((4, 5), (7, 8))):
-    yield Layer(f"model.{c}", (f"down_{i}_conv",), "conv", b)
+    yield Layer(f"model.{c}", (f"down_{i}_conv",), "conv", b, True)
     yield Layer(f"model.{n}", (f"down_{i}_norm",), "norm")
   idx = (1, 2, 6, 7) if use_dropout else (1, 2, 5, 6)
   for i in range(n_blocks):
     base, blk = f"model.{10 + i}.conv_block", f"block_{i}"
-    yield Layer(f"{base}.{idx[0]}", (blk, "conv_0"), "conv", b)
+    yield Layer(f"{base}.{idx[0]}", (blk, "conv_0"), "conv", b, True)
     yield Layer(f"{base}.{idx[1]}", (blk, "norm_0"), "norm")
-    yield Layer(f"{base}.{idx[2]}", (blk, "conv_1"), "conv", b)
+    yield Layer(f"{base}.{idx[2]}", (blk, "conv_1"), "conv", b, True)
     yield Layer(f"{base}.{idx[3]}", (blk, "norm_1"), "norm")
   for i in range(2):
-    yield Layer(f"model.{10 + n_blocks + 3 * i}", (f"up_{i}_conv",), "convT", b)
+    yield Layer(f"model.{10 + n_blocks + 3 * i}", (f"up_{i}_conv",), "convT", b, True)
     yield Layer(f"model.{11 + n_blocks + 3 * i}", (f"up_{i}_norm",), "norm")
   yield Layer(f"model.{17 + n_blocks}", ("head_conv",), "conv", True)
 
@@ -75,18 +82,18 @@ def _resnet_layers(n_blocks: int, norm: str, use_dropout: bool) -> Iterator[Laye
 def _unet_layers(num_downs: int, norm: str) -> Iterator[Layer]:
   b = norm != "batch"
   prefix, path = "model.model", ("level_0",)
-  yield Layer(f"{prefix}.0", path + ("down", "conv"), "conv", b)
+  yield Layer(f"{prefix}.0", path + ("down", "conv"), "conv", b, True)
   yield Layer(f"{prefix}.3", path + ("up", "conv"), "convT", True)
   prefix = f"{prefix}.1.model"
   for level in range(1, num_downs):
     path = path + (f"level_{level}",)
-    yield Layer(f"{prefix}.1", path + ("down", "conv"), "conv", b)
+    yield Layer(f"{prefix}.1", path + ("down", "conv"), "conv", b, True)
     if level == num_downs - 1:  # innermost: no down norm, no child
-      yield Layer(f"{prefix}.3", path + ("up", "conv"), "convT", b)
+      yield Layer(f"{prefix}.3", path + ("up", "conv"), "convT", b, True)
       yield Layer(f"{prefix}.4", path + ("up", "norm"), "norm")
     else:
       yield Layer(f"{prefix}.2", path + ("down", "norm"), "norm")
-      yield Layer(f"{prefix}.5", path + ("up", "conv"), "convT", b)
+      yield Layer(f"{prefix}.5", path + ("up", "conv"), "convT", b, True)
       yield Layer(f"{prefix}.6", path + ("up", "norm"), "norm")
       prefix = f"{prefix}.3.model"
 
@@ -95,7 +102,7 @@ def _nlayer_layers(n_layers: int, norm: str) -> Iterator[Layer]:
   b = norm != "batch"
   yield Layer("model.0", ("conv_0",), "conv", True)
   for i in range(1, n_layers + 1):
-    yield Layer(f"model.{3 * i - 1}", (f"conv_{i}",), "conv", b)
+    yield Layer(f"model.{3 * i - 1}", (f"conv_{i}",), "conv", b, True)
     yield Layer(f"model.{3 * i}", (f"norm_{i}",), "norm")
   yield Layer(f"model.{3 * n_layers + 2}", (f"conv_{n_layers + 1}",), "conv", True)
 
@@ -103,20 +110,9 @@ def _nlayer_layers(n_layers: int, norm: str) -> Iterator[Layer]:
 def _pixel_layers(norm: str) -> Iterator[Layer]:
   b = norm != "batch"
   yield Layer("net.0", ("conv_0",), "conv", True)
-  yield Layer("net.2", ("conv_1",), "conv", b)
+  yield Layer("net.2", ("conv_1",), "conv", b, True)
   yield Layer("net.3", ("norm_1",), "norm")
-  yield Layer("net.5", ("conv_2",), "conv", b)
-
-
-def _parse_netG(net: str) -> tuple[str, int]:
-  m = re.fullmatch(r"resnet_(\d+)blocks", net)
-  if m and int(m.group(1)) >= 1:
-    return "resnet", int(m.group(1))
-  m = re.fullmatch(r"unet_(\d+)", net)
-  if m and int(m.group(1)) >= 32 and int(m.group(1)) & (int(m.group(1)) - 1) == 0:
-    return "unet", int(m.group(1)).bit_length() - 1
-  raise ValueError(f"net={net!r} is not a generator: use resnet_9blocks, resnet_6blocks (resnet_<n>blocks), "
-                   "unet_256, unet_128 or unet_<N> (N a power of two >= 32)")
+  yield Layer("net.5", ("conv_2",), "conv", b, True)
 
 
 def reference_layers(*, kind: str, net: str, norm: str, n_layers_D: int = 3,
@@ -127,7 +123,11 @@ def reference_layers(*, kind: str, net: str, norm: str, n_layers_D: int = 3,
   if norm not in NORMS:
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
   if kind == "G":
-    family, n = _parse_netG(net)
+    try:
+      family, n = parse_netG(net)
+    except ValueError:
+      raise ValueError(f"net={net!r} is not a generator: use resnet_9blocks, resnet_6blocks (resnet_<n>blocks), "
+                       "unet_256, unet_128 or unet_<N> (N a power of two >= 32)") from None
     if family == "resnet":
       return list(_resnet_layers(n, norm, use_dropout))
     return list(_unet_layers(n, norm))
@@ -245,6 +245,39 @@ def _paths(tree: Mapping, prefix: tuple = ()) -> dict[tuple, Any]:
   return out
 
 
+class KeyMatch(NamedTuple):
+  """How a state_dict's keys compare with one reference network (see :func:`match_keys`)."""
+  layers: list
+  expected: dict           # torch key -> (layer, collection, flax leaf, torch name), the keys to read
+  missing: list            # expected keys the state_dict lacks
+  unexpected: list         # keys of the state_dict that the network does not have (ignorable ones excluded)
+  zero_bias: list          # norm="none": the reference's omitted biases, to be filled with zeros
+
+  @property
+  def ok(self) -> bool:
+    return not self.missing and not self.unexpected
+
+
+def match_keys(sd: Mapping[str, Any], *, kind: str, net: str, norm: str, n_layers_D: int = 3,
+               use_dropout: bool = False) -> KeyMatch:
+  """Compare the keys of ``sd`` (``module.`` prefix already stripped) with one reference network.
+
+  With ``norm="none"`` the convs that feed a norm layer may all lack their bias (the
+  reference's ``use_bias`` quirk): those keys are then listed in ``zero_bias``, not ``missing``.
+  """
+  layers = reference_layers(kind=kind, net=net, norm=norm, n_layers_D=n_layers_D, use_dropout=use_dropout)
+  expected = _expected_keys(layers, norm)
+  zero_bias = []
+  if norm == "none":
+    quirk = [f"{l.prefix}.bias" for l in layers if l.norm_bias]
+    if quirk and not any(k in sd for k in quirk):
+      zero_bias = quirk
+      expected = {k: v for k, v in expected.items() if k not in quirk}
+  missing = [k for k in expected if k not in sd]
+  unexpected = [k for k in sd if k not in expected and not _ignorable(k, layers, norm)]
+  return KeyMatch(layers, expected, missing, unexpected, zero_bias)
+
+
 def convert_state_dict(state_dict: Mapping[str, Any], *, kind: str, net: str, norm: str,
                        n_layers_D: int | None = None, use_dropout: bool | None = None) -> dict:
   """Reference ``state_dict`` -> ``{"params": ..., "batch_stats": ...}`` for ``jaxgan.models``.
@@ -274,16 +307,14 @@ def convert_state_dict(state_dict: Mapping[str, Any], *, kind: str, net: str, no
   n_layers_D = 3 if n_layers_D is None else int(n_layers_D)
   if use_dropout is None:
     use_dropout = kind == "G" and net.startswith("resnet_") and _infer_resnet_dropout(sd)
-  layers = reference_layers(kind=kind, net=net, norm=norm, n_layers_D=n_layers_D, use_dropout=use_dropout)
-  expected = _expected_keys(layers, norm)
-  missing = [k for k in expected if k not in sd]
-  unexpected = [k for k in sd if k not in expected and not _ignorable(k, layers, norm)]
-  if missing or unexpected:
+  m = match_keys(sd, kind=kind, net=net, norm=norm, n_layers_D=n_layers_D, use_dropout=use_dropout)
+  layers, expected = m.layers, m.expected
+  if not m.ok:
     raise ValueError(
         f"state_dict does not match the reference {_describe(kind, net, norm)}"
         f"{f', n_layers_D={n_layers_D}' if kind == 'D' else ''}"
         f"{f', use_dropout={use_dropout}' if kind == 'G' else ''}:\n"
-        f"  missing keys ({len(missing)}): {missing}\n  unexpected keys ({len(unexpected)}): {unexpected}\n"
+        f"  missing keys ({len(m.missing)}): {m.missing}\n  unexpected keys ({len(m.unexpected)}): {m.unexpected}\n"
         "Check net / norm (and n_layers_D / use_dropout) against the options the checkpoint was trained with.")
   arrays = {k: _to_numpy(sd[k], k) for k in expected}
   bad_rank = [f"{k}: shape {arrays[k].shape}" for k, (layer, _, leaf, _) in expected.items()
@@ -297,10 +328,19 @@ def convert_state_dict(state_dict: Mapping[str, Any], *, kind: str, net: str, no
     if leaf == "kernel":
       a = a.transpose(2, 3, 1, 0) if layer.kind == "conv" else a.transpose(2, 3, 0, 1)
     _set(variables[collection], layer.path, leaf, a)
+  by_prefix = {l.prefix: l for l in layers}
+  for key in m.zero_bias:   # the reference's norm="none" convs: no bias is a zero bias
+    layer = by_prefix[key.rpartition(".")[0]]
+    kernel = arrays[f"{layer.prefix}.weight"]
+    _set(variables["params"], layer.path, "bias", np.zeros(kernel.shape[0 if layer.kind == "conv" else 1],
+                                                            np.float32))
 
   module, input_shape = _flax_module(kind, net, norm, n_layers_D, use_dropout, arrays, layers)
   want = _expected_shapes(module, input_shape)
   back = {(collection,) + layer.path + (leaf,): key for key, (layer, collection, leaf, _) in expected.items()}
+  back.update({("params",) + by_prefix[k.rpartition(".")[0]].path + ("bias",): k for k in m.zero_bias})
+  shapes = {k: a.shape for k, a in arrays.items()}
+  shapes.update({k: "(absent: zeros)" for k in m.zero_bias})
   got_paths = {("params",) + p: v for p, v in _paths(variables["params"]).items()}
   got_paths.update({("batch_stats",) + p: v for p, v in _paths(variables["batch_stats"]).items()})
   want_paths = {("params",) + p: v for p, v in _paths(want.get("params", {})).items()}
@@ -310,7 +350,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], *, kind: str, net: str, no
         f"internal: the conversion table does not cover jaxgan.models for {_describe(kind, net, norm)}: "
         f"flax leaves not produced: {sorted('/'.join(p) for p in set(want_paths) - set(got_paths))}; "
         f"produced but unknown: {sorted('/'.join(p) for p in set(got_paths) - set(want_paths))}")
-  mismatched = [f"{back[p]}: torch shape {arrays[back[p]].shape} -> {tuple(v.shape)}, "
+  mismatched = [f"{back[p]}: torch shape {shapes[back[p]]} -> {tuple(v.shape)}, "
                 f"expected {tuple(want_paths[p].shape)} at {'/'.join(p)}"
                 for p, v in got_paths.items() if tuple(v.shape) != tuple(want_paths[p].shape)]
   if mismatched:
@@ -349,38 +389,3 @@ def to_state_dict(variables: Mapping[str, Any], *, kind: str, net: str, norm: st
     if leaf == "var":
       out[f"{layer.prefix}.num_batches_tracked"] = np.zeros((), np.int64)
   return out
-
-
-# ----------------------------------------------------------------------------- .pth files
-
-
-def load_pth(path: str | os.PathLike, *, kind: str, net: str, norm: str, n_layers_D: int | None = None,
-             use_dropout: bool | None = None) -> dict:
-  """Read a reference ``.pth`` state_dict safely and convert it (see :func:`convert_state_dict`).
-
-  The file is read with ``torch.load(path, map_location="cpu", weights_only=True)``:
-  only tensors and plain containers are unpickled, never arbitrary code.
-  """
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise ImportError("load_pth needs PyTorch to read .pth files: pip install torch (or jaxgan[torch])") from e
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such .pth file")
-  try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # UnpicklingError for non-weights content, RuntimeError for a non-torch file
-    raise ValueError(f"{path}: cannot be read as a PyTorch state_dict with weights_only=True "
-                     f"(not a plain weights file, or corrupt): {type(e).__name__}: {e}") from e
-  if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
-    raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state_dict (a dict of parameter names to "
-                     "tensors, as the reference's save_networks writes)")
-  not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-  if not_tensors:
-    raise ValueError(f"{path}: not a state_dict; entries {not_tensors[:10]} are not tensors (a training "
-                     "checkpoint? extract its network state_dict first)")
-  try:
-    return convert_state_dict(obj, kind=kind, net=net, norm=norm, n_layers_D=n_layers_D, use_dropout=use_dropout)
-  except ValueError as e:
-    raise ValueError(f"{path}: {e}") from e

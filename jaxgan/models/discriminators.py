@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jaxgan.config import DISCRIMINATORS  # the one table of choices
 from jaxgan.models import layers
 
 Dtype = Any
-DISCRIMINATORS = ("basic", "n_layers", "pixel")
 
 
 def _check_input(x: jax.Array, input_nc: int, name: str, min_size: int = 1) -> None:

@@ -40,13 +40,13 @@ flips internally). Plain conv kernels are the torch weight permuted ``(2, 3, 1, 
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jaxgan.config import generator_stride, parse_netG  # noqa: F401  (the one netG grammar)
 from jaxgan.models import layers
 
 Dtype = Any
@@ -268,30 +268,6 @@ class UnetGenerator(nn.Module):
                   use_dropout=self.use_dropout, init_type=self.init_type, init_gain=self.init_gain,
                   dtype=self.dtype, remat=self.remat, axis_name=self.axis_name, name="level_0")(x, train)
     return y.astype(jnp.float32)
-
-
-_RESNET = re.compile(r"resnet_(\d+)blocks")
-_UNET = re.compile(r"unet_(\d+)")
-
-
-def parse_netG(netG: str) -> tuple[str, int]:
-  """``("resnet", n_blocks)`` or ``("unet", num_downs)``; ValueError for an unknown name."""
-  m = _RESNET.fullmatch(str(netG))
-  if m and int(m.group(1)) >= 1:
-    return "resnet", int(m.group(1))
-  m = _UNET.fullmatch(str(netG))
-  if m:
-    size = int(m.group(1))
-    if size >= 32 and size & (size - 1) == 0:
-      return "unet", size.bit_length() - 1
-  raise ValueError(f"netG must be resnet_9blocks, resnet_6blocks (resnet_<n>blocks), unet_256, unet_128 "
-                   f"or unet_<N> with N a power of two >= 32; got {netG!r}")
-
-
-def generator_stride(netG: str) -> int:
-  """H and W of a generator's input must be multiples of this: 4 for ResNet, 2**num_downs for U-Net."""
-  kind, n = parse_netG(netG)
-  return 4 if kind == "resnet" else 2 ** n
 
 
 def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = "batch",

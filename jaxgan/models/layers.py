@@ -32,14 +32,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jaxgan.config import INIT_TYPES, NORMS, check_choice  # noqa: F401  (the one table of choices)
 from jaxgan.models import fast_ops as F
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
-
-INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
-NORMS = ("batch", "instance", "none")
-
 
 
 # ----------------------------------------------------------------------------- fast-ops switch
@@ -104,11 +101,6 @@ def bn_scale_init(gain: float = 0.02) -> Initializer:
   def init(key, shape, dtype=jnp.float32):
     return 1.0 + gain * jax.random.normal(key, shape, dtype)
   return init
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-  if value not in choices:
-    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def conv_bias(norm: str) -> bool:

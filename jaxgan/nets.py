@@ -1,56 +1,24 @@
-"""Pieces shared by the two objectives: building the networks from a config,
-applying them with their BatchNorm statistics, validating batches, and
-reference-style inference. Pure functions only (no I/O).
+"""Networks of an objective from its config: build, initialise, apply in train and inference mode.
+
+Pure functions only (no I/O). Also the two small helpers every step needs:
+:func:`to_key` (accept an int seed, a raw or a typed key) and
+:func:`cross_replica_mean` (average over the pmap axis when there is one).
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxgan import config as config_lib
 from jaxgan import models
+from jaxgan.checks import compute_dtype
 
 Params = Any
 PyTree = Any
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-def compute_dtype(config: ml_collections.ConfigDict):
-  name = str(config.get("dtype", "float32"))
-  if name not in DTYPES:
-    raise ValueError(f"config.dtype must be one of {tuple(DTYPES)}, got {name!r}")
-  return DTYPES[name]
-
-
-def _check_choice(config, key: str, choices) -> None:
-  value = config.get(key)
-  if value not in choices:
-    raise ValueError(f"config.{key} must be one of {tuple(choices)}, got {value!r}")
-
-
-def validate_config(config: ml_collections.ConfigDict, model: str) -> None:
-  """Raise ValueError naming the key when a model-relevant config value is invalid."""
-  if config.get("model", model) != model:
-    raise ValueError(f"config.model is {config.get('model')!r} but {model}.init/train_step was called")
-  try:
-    models.parse_netG(str(config.netG))
-  except ValueError as e:
-    raise ValueError(f"config.netG must be one of {config_lib.GENERATORS} (or unet_<N>, resnet_<n>blocks), "
-                     f"got {config.netG!r}: {e}") from None
-  _check_choice(config, "netD", config_lib.DISCRIMINATORS)
-  _check_choice(config, "norm", config_lib.NORMS)
-  _check_choice(config, "gan_mode", config_lib.GAN_MODES)
-  _check_choice(config, "init_type", config_lib.INIT_TYPES)
-  compute_dtype(config)
-  for key in ("input_nc", "output_nc", "ngf", "ndf", "batch_size"):
-    if int(config.get(key)) < 1:
-      raise ValueError(f"config.{key} must be >= 1, got {config.get(key)}")
 
 
 def build_generator(config: ml_collections.ConfigDict, input_nc: int, output_nc: int):
@@ -105,50 +73,37 @@ def apply_train(module, params: Params, batch_stats: PyTree, x: jax.Array, rng: 
   return y, mutated.get("batch_stats", batch_stats)
 
 
-def check_images(images: jax.Array, *, channels: int, name: str, stride: int | None = None) -> None:
-  """Shape check at the public boundary: [N,H,W,channels], H and W multiples of ``stride``."""
-  shape = tuple(images.shape)
-  if len(shape) != 4:
-    raise ValueError(f"{name} must be NHWC [N,H,W,C], got shape {shape}")
-  if shape[-1] != channels:
-    raise ValueError(f"{name} has {shape[-1]} channels, the model expects {channels} (shape {shape})")
-  if stride and (shape[1] % stride or shape[2] % stride):
-    raise ValueError(f"{name} height and width must be multiples of {stride} for this generator, got shape {shape}")
-
-
-def check_batch(batch: Mapping[str, Any], config: ml_collections.ConfigDict) -> None:
-  if not isinstance(batch, Mapping) or "A" not in batch or "B" not in batch:
-    raise ValueError(f"a batch must be a dict with keys 'A' and 'B', got {type(batch).__name__} "
-                     f"with keys {list(batch) if isinstance(batch, Mapping) else None}")
-  stride = models.generator_stride(str(config.netG))
-  check_images(batch["A"], channels=int(config.input_nc), name="batch['A']", stride=stride)
-  check_images(batch["B"], channels=int(config.output_nc), name="batch['B']", stride=stride)
-
-
 def generate(module, params: Params, batch_stats: PyTree, images: jax.Array, *, eval_mode: bool,
-             rng: jax.Array) -> jax.Array:
-  """Inference with a generator.
+             rng: jax.Array, ids: jax.Array | None = None) -> jax.Array:
+  """Inference with a generator: images [N,H,W,C] in [-1,1] -> [N,H,W,C_out].
 
   ``eval_mode=False`` is the reference test-time behaviour (``test.py`` without
   ``--eval``): BatchNorm normalises with the image's own statistics and dropout
-  stays on; every image is run alone (vmap over a batch of one), so its result
-  does not depend on the other images it is batched with. ``eval_mode=True``
-  uses the running statistics and no dropout (the reference's ``--eval``).
+  stays on. Every image is run alone (vmap over batches of one) with the key
+  ``fold_in(rng, ids[i])``, so its result depends on its own id only, never on
+  the batch it is in or its position there. ``ids`` (int [N]) default to
+  ``0..N-1``: pass stable ids (an index in the split, a hash of the file name)
+  to get batch-independent results. ``eval_mode=True`` uses the running
+  statistics and no dropout (the reference's ``--eval``).
   """
-  return _generate_jit(module, params, batch_stats, images, rng, bool(eval_mode))
+  if ids is None:
+    ids = jnp.arange(images.shape[0], dtype=jnp.uint32)
+  ids = jnp.asarray(ids).astype(jnp.uint32)
+  if ids.shape != images.shape[:1]:
+    raise ValueError(f"ids must have shape [N] = {images.shape[:1]}, got {ids.shape}")
+  return _generate_jit(module, params, batch_stats, images, rng, ids, bool(eval_mode))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _generate_jit(module, params, batch_stats, images, rng, eval_mode):
+@functools.partial(jax.jit, static_argnums=(0, 6))
+def _generate_jit(module, params, batch_stats, images, rng, ids, eval_mode):
   if eval_mode:
     return module.apply(variables(params, batch_stats), images, train=False)
-  keys = jax.random.split(rng, images.shape[0])
 
-  def one(x, key):
-    y, _ = apply_train(module, params, batch_stats, x[None], key)
+  def one(x, i):
+    y, _ = apply_train(module, params, batch_stats, x[None], jax.random.fold_in(rng, i))
     return y[0]
 
-  return jax.vmap(one)(images, keys)
+  return jax.vmap(one)(images, ids)
 
 
 def cross_replica_mean(tree: PyTree, config: ml_collections.ConfigDict) -> PyTree:

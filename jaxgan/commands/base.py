@@ -1,0 +1,13 @@
+"""What every ``jaxgan`` command shares: the usage error and the command contract.
+
+A command is a module of this package with ``NAME`` (the sub-command word),
+``HELP`` (one line for ``jaxgan --help``), ``add_parser(subparsers)`` (adds its
+argparse sub-parser) and ``run(args) -> int`` (the exit status). Commands that
+take ``--config.KEY=VALUE`` overrides set ``TAKES_CONFIG_OVERRIDES = True`` and
+receive them as ``args.config_overrides``.
+"""
+from __future__ import annotations
+
+
+class UsageError(Exception):
+  """A bad command line or config value (exit status 2)."""

@@ -1,0 +1,129 @@
+"""Config files and ``--config.KEY=VALUE`` overrides for ``jaxgan train`` (ml_collections recipes).
+
+A recipe is a Python file in ``configs/`` with ``get_config([ARG])`` returning a
+ConfigDict (``--config FILE.py:ARG`` passes ARG). Overrides are parsed by the
+type of the key's current value; unknown keys are refused with close matches
+and the full list; the result is checked by :func:`jaxgan.config.validate`.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import ml_collections
+
+from jaxgan import config as config_lib
+from jaxgan.commands.base import UsageError
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Load ``path.py`` or ``path.py:ARG`` and return its ``get_config([ARG])``."""
+  path, _, arg = spec.partition(":") if not re.match(r"^[A-Za-z]:[\\/]", spec) else (spec, "", "")
+  file = Path(path)
+  if not file.is_file():
+    raise UsageError(f"--config: no such file {path!r}" + _nearby_configs(file))
+  module_spec = importlib.util.spec_from_file_location(f"jaxgan_config_{file.stem}", file)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # noqa: BLE001 - a broken config file is a usage error
+    raise UsageError(f"--config {path}: cannot load it: {type(e).__name__}: {e}") from e
+  if not hasattr(module, "get_config"):
+    raise UsageError(f"--config {path}: the file defines no get_config()")
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except (ValueError, TypeError, KeyError) as e:
+    raise UsageError(f"--config {spec}: {e}") from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UsageError(f"--config {path}: get_config() must return an ml_collections.ConfigDict")
+  return config
+
+
+def _nearby_configs(file: Path) -> str:
+  folder = file.parent if str(file.parent) else Path(".")
+  if folder.is_dir():
+    names = sorted(p.name for p in folder.glob("*.py") if not p.name.startswith("_"))
+    if names:
+      return f"; files in {folder}/: {', '.join(names)}"
+  return ""
+
+
+def parse_value(key: str, text: str, default: Any) -> Any:
+  """Parse ``text`` as the type of ``default`` (bool, int, float or str)."""
+  if isinstance(default, bool):
+    low = text.strip().lower()
+    if low in ("true", "1", "yes", "on"):
+      return True
+    if low in ("false", "0", "no", "off"):
+      return False
+    raise UsageError(f"--config.{key}={text!r}: expected true or false")
+  if isinstance(default, int):
+    try:
+      return int(text)
+    except ValueError:
+      try:
+        f = float(text)
+      except ValueError:
+        f = None
+      if f is not None and f.is_integer():
+        return int(f)
+      raise UsageError(f"--config.{key}={text!r}: expected an integer") from None
+  if isinstance(default, float):
+    try:
+      return float(text)
+    except ValueError:
+      raise UsageError(f"--config.{key}={text!r}: expected a number") from None
+  return text
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """Separate ``--config.KEY=VALUE`` / ``--config.KEY VALUE`` from the other arguments."""
+  rest, overrides = [], []
+  i = 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith("--config."):
+      body = arg[len("--config."):]
+      if "=" in body:
+        key, value = body.split("=", 1)
+      elif i + 1 < len(argv):
+        key, value = body, argv[i + 1]
+        i += 1
+      else:
+        raise UsageError(f"{arg}: missing value (write {arg}=VALUE)")
+      overrides.append((key, value))
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, str]]
+                    ) -> ml_collections.ConfigDict:
+  """Set each override on ``config``; unknown keys are refused with close matches and the full list."""
+  for key, text in overrides:
+    if key in config:
+      default = config[key]
+    elif key in config_lib.OPTIONAL_KEYS:
+      default = config_lib.OPTIONAL_KEYS[key][1]
+    else:
+      known = sorted(set(config.keys()) | set(config_lib.OPTIONAL_KEYS))
+      close = difflib.get_close_matches(key, known, n=3)
+      hint = f" Did you mean {', '.join(close)}?" if close else ""
+      raise UsageError(f"--config.{key}: unknown config key.{hint} Valid keys: {', '.join(known)}")
+    value = parse_value(key, text, default)
+    with config.unlocked():
+      config[key] = value
+  validate_config(config)
+  return config
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """:func:`jaxgan.config.validate` with its ValueError turned into a UsageError."""
+  try:
+    config_lib.validate(config)
+  except ValueError as e:
+    raise UsageError(str(e)) from None

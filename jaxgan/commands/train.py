@@ -1,0 +1,42 @@
+"""``jaxgan train``: train (or resume) a run from a recipe with ``--config.KEY=VALUE`` overrides."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "train"
+HELP = "train a model (resumes from WORKDIR's newest checkpoint)"
+TAKES_CONFIG_OVERRIDES = True
+
+EPILOG = """\
+Every config key can be overridden, e.g.
+  --config.num_train_steps=2000 --config.batch_size=4 --config.dataset=folder:/data/horse2zebra
+Datasets: demo:facades, demo:seasons (built in), folder:PATH (trainA/ trainB/ testA/ testB/, or train/ test/
+of side-by-side A|B images), tfds:NAME[/CONFIG] (e.g. tfds:cycle_gan/horse2zebra; prepare it once with
+`jaxgan prepare tfds:NAME[/CONFIG]`).
+A recipe may take an argument after a colon: --config configs/cyclegan_horse2zebra.py:monet2photo
+Outputs in WORKDIR: checkpoints/, tensorboard/ (tensorboard --logdir WORKDIR), web/index.html, eval.json.
+SIGTERM or Ctrl-C saves a checkpoint at the next step and exits 0; rerun the same command to resume."""
+
+
+def add_parser(subparsers) -> None:
+  p = subparsers.add_parser(NAME, help=HELP, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            description="Train pix2pix or CycleGAN. Resumes when WORKDIR holds a checkpoint.")
+  p.add_argument("--config", required=True, metavar="FILE[:ARG]",
+                 help="a recipe from configs/, e.g. configs/pix2pix_demo.py")
+  p.add_argument("--workdir", required=True, help="folder for checkpoints, logs, samples, eval.json")
+  p.add_argument("--coordinator_address", default=None, help="multi-host: host:port of process 0")
+  p.add_argument("--num_processes", type=int, default=None, help="multi-host: number of processes")
+  p.add_argument("--process_id", type=int, default=None, help="multi-host: this process's index")
+
+
+def run(args: argparse.Namespace) -> int:
+  from jaxgan import parallel, train  # pylint: disable=import-outside-toplevel
+  from jaxgan.commands import config_args  # pylint: disable=import-outside-toplevel
+  config = config_args.apply_overrides(config_args.load_config_file(args.config), args.config_overrides)
+  parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+  result = train.train_and_evaluate(config, args.workdir)
+  if result.preempted:
+    print(f"stopped by a signal at step {result.step}; checkpoint saved. Run the same command to resume.",
+          file=sys.stderr)
+  return 0

@@ -1,0 +1,210 @@
+"""Step mode (the default): throughput, compile time, memory and FLOPs of one full jaxgan train step.
+
+    python scripts/benchmark.py --model cyclegan --size 256 --batch 1 --compare torch [--peak]
+    python scripts/benchmark.py --model pix2pix --dtype bfloat16 --devices 2
+    python scripts/benchmark.py --model cyclegan --steps 0 [--remat]        # compile only: FLOPs, buffers
+
+Times ``jax.jit(train_step)`` (state donated) on random images: the real
+recipe of ``configs`` defaults (pix2pix: unet_256 + basic PatchGAN, batch norm,
+dropout, vanilla GAN + 100 L1; CycleGAN: two resnet_9blocks + two PatchGANs,
+instance norm, LSGAN, cycle + identity, image pools). It reports the trace and
+compile time (``--cache-dir``: also the time to load the step from JAX's
+persistent compilation cache after ``jax.clear_caches()``, as a second process
+start would), XLA's FLOP count of the compiled step and the achieved FLOP/s,
+XLA's buffer sizes and the process's peak RSS. ``--compare torch`` builds the
+same networks and iteration from ``tests/torch_reference.py`` with the same
+thread count, in its own process, and times the two in alternating rounds
+(``--rounds`` of: one settling step, then ``--steps`` timed steps of JAX; the
+same for PyTorch), so both see the same machine drift while neither has the
+other's working set evicting its own within a round (on the shared 2-core
+machine, the first JAX CycleGAN step right after a PyTorch step ran up to 20%
+slower). PyTorch's FLOPs come from ``torch.utils.flop_counter``. ``--peak``
+times a large float32 matmul in both frameworks (the machine's practical
+peak). ``--plain`` disables the fast layer formulations of
+``jaxgan.models.fast_ops`` (to measure what they buy). ``--profile N`` prints
+the N most expensive ops (:mod:`bench.profile`).
+
+Every figure is the median or the minimum over repeats; :func:`run_step`
+returns one dict -- keys ``model, size, batch, dtype, devices, img_per_s,
+step_s, compile_s, flops_per_step, achieved_gflops`` and, when comparing,
+``torch_img_per_s, ratio`` -- which ``scripts/benchmark.py`` prints as the last line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Callable
+
+from bench.common import ROOT, TorchWorker, block, measure_peak, rss_mb, timed, xla_flops
+from bench.profile import profile
+
+
+def _config(args):
+  from jaxgan import config as config_lib
+  c = config_lib.get_cyclegan_base_config() if args.model == "cyclegan" else config_lib.get_base_config()
+  c.crop_size = c.load_size = args.size
+  c.batch_size = args.batch
+  c.dtype = args.dtype
+  c.remat = bool(args.remat)
+  c.num_train_steps = 1000
+  if args.netG:
+    c.netG = args.netG
+  if args.ngf:
+    c.ngf = c.ndf = args.ngf
+  return c
+
+
+def _batch(config, n: int, seed: int = 0) -> dict:
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  shape = (n, config.crop_size, config.crop_size)
+  return {"A": rng.uniform(-1, 1, shape + (config.input_nc,)).astype(np.float32),
+          "B": rng.uniform(-1, 1, shape + (config.output_nc,)).astype(np.float32)}
+
+
+def build_jax_step(args, config):
+  """(step_fn, state, batch, stats) with the step compiled; stats has compile times, FLOPs, memory."""
+  import jax
+  from jaxgan import cyclegan, parallel, pix2pix
+  mod = cyclegan if args.model == "cyclegan" else pix2pix
+  batch = _batch(config, args.batch)
+  state = mod.init(jax.random.PRNGKey(0), config, batch)
+  n_dev = len(jax.devices())
+  if args.batch % n_dev:
+    raise SystemExit(f"--batch {args.batch} must be a multiple of the {n_dev} devices")
+  mesh = parallel.make_mesh()
+  step = parallel.jit_train_step(mod.train_step, config, mesh, donate=True)
+  state = parallel.replicate(state, mesh)
+  batch = parallel.shard_batch(batch, mesh)
+  t0 = time.perf_counter()
+  lowered = step.lower(state, batch)
+  t1 = time.perf_counter()
+  compiled = lowered.compile()
+  t2 = time.perf_counter()
+  stats = {"trace_s": round(t1 - t0, 2), "compile_s": round(t2 - t0, 2)}
+  stats["flops_per_step"] = xla_flops(compiled)
+  mem = compiled.memory_analysis()
+  if mem is not None:
+    stats["xla_temp_mb"] = round(mem.temp_size_in_bytes / 2 ** 20, 1)
+    stats["xla_args_mb"] = round(mem.argument_size_in_bytes / 2 ** 20, 1)
+  if args.cache_dir:
+    jax.clear_caches()
+    t0 = time.perf_counter()
+    step2 = parallel.jit_train_step(mod.train_step, config, mesh, donate=True)
+    compiled = step2.lower(state, batch).compile()
+    stats["compile_cached_s"] = round(time.perf_counter() - t0, 2)
+  return compiled, state, batch, stats
+
+
+def build_torch_step(args):
+  """(iteration thunk, flops) of the reference iteration on random NCHW images."""
+  import torch
+  if os.path.join(ROOT, "tests") not in sys.path:
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+  import torch_reference as R  # pylint: disable=import-outside-toplevel
+  from torch.utils.flop_counter import FlopCounterMode
+  torch.set_num_threads(args.threads)
+  torch.manual_seed(0)
+  s, n = args.size, args.batch
+  a, b = torch.rand(n, 3, s, s) * 2 - 1, torch.rand(n, 3, s, s) * 2 - 1
+  ngf = args.ngf or 64
+  if args.model == "pix2pix":
+    g = R.define_G(3, 3, ngf, args.netG or "unet_256", norm="batch", use_dropout=True)
+    d = R.define_D(6, ngf, "basic", norm="batch")
+    opt_g, opt_d = R.adam(g.parameters(), 2e-4, 0.5), R.adam(d.parameters(), 2e-4, 0.5)
+    run = lambda: R.pix2pix_iteration(g, d, opt_g, opt_d, a, b, "vanilla", 100.0)  # noqa: E731
+  else:
+    netg = args.netG or "resnet_9blocks"
+    ga, gb = (R.define_G(3, 3, ngf, netg, norm="instance") for _ in range(2))
+    da, db = (R.define_D(3, ngf, "basic", norm="instance") for _ in range(2))
+    opt_g = R.adam(list(ga.parameters()) + list(gb.parameters()), 2e-4, 0.5)
+    opt_d = R.adam(list(da.parameters()) + list(db.parameters()), 2e-4, 0.5)
+    run = lambda: R.cyclegan_iteration(ga, gb, da, db, opt_g, opt_d, a, b, 10.0, 10.0, 0.5, "lsgan")  # noqa: E731
+  with FlopCounterMode(display=False) as counter:
+    run()
+  return run, float(counter.get_total_flops())
+
+
+def torch_step_thunks(args: dict) -> tuple[dict[str, Callable], float]:
+  """``({"step": iteration}, flops)``, built in the PyTorch worker (:class:`bench.common.TorchWorker`)."""
+  run, flops = build_torch_step(argparse.Namespace(**args))
+  return {"step": run}, flops
+
+
+def run_step(args) -> dict:
+  """Time the step (and PyTorch's with ``--compare torch``); the dict of the module doc."""
+  import jax
+  import numpy as np
+  config = _config(args)
+  from jaxgan.models import layers
+  layers.set_fast_ops(not args.plain)
+  compiled, state, batch, stats = build_jax_step(args, config)
+  out = {"model": args.model, "size": args.size, "batch": args.batch, "dtype": args.dtype,
+         "devices": len(jax.devices()), "threads": args.threads, "fast_ops": not args.plain,
+         "remat": bool(config.remat), "netG": config.netG}
+  out.update(stats)
+
+  if args.steps == 0:   # compile only: XLA's FLOPs and buffer sizes, no timing
+    out["peak_rss_mb"] = round(rss_mb(), 1)
+    out["date"] = time.strftime("%Y-%m-%d")
+    return out
+  holder = {"state": state}
+
+  def jax_step():
+    holder["state"], metrics = compiled(holder["state"], batch)
+    block(metrics)
+
+  for _ in range(args.warmup):
+    jax_step()
+  out["rss_after_jax_mb"] = round(rss_mb(), 1)
+  torch_step, worker = None, None
+  rounds = args.rounds or (2 if args.compare else 1)
+  if args.compare == "torch":
+    # PyTorch runs in its own process: in this one its OpenMP threads would spin
+    # against JAX's thread pool and slow both down.
+    worker = TorchWorker(args.threads, args.torch_tuned)
+    out["torch_tuned"] = args.torch_tuned
+    out["torch_flops_per_step"] = worker.call("build", "bench.step:torch_step_thunks", vars(args))
+    torch_step = lambda: worker.call("run", "step")  # noqa: E731
+  if args.profile:
+    profile(compiled, holder, batch, args.profile)
+  times, times_t = [], []
+  for r in range(rounds):
+    if torch_step is not None:
+      jax_step()                     # settle after the other framework ran (round 0: its build)
+    times += [timed(jax_step) for _ in range(args.steps)]
+    if torch_step is not None:
+      for _ in range(max(args.warmup, 1) if r == 0 else 1):
+        torch_step()
+      times_t += [torch_step() for _ in range(args.steps)]
+  med, best = statistics.median(times), min(times)
+  out.update(step_s=round(med, 4), step_best_s=round(best, 4), img_per_s=round(args.batch / med, 4),
+             img_per_s_best=round(args.batch / best, 4),
+             achieved_gflops=round(out["flops_per_step"] / med / 1e9, 1))
+  if torch_step is not None:
+    med_t, best_t = statistics.median(times_t), min(times_t)
+    out.update(torch_step_s=round(med_t, 4), torch_step_best_s=round(best_t, 4),
+               torch_img_per_s=round(args.batch / med_t, 4), ratio=round(med_t / med, 3),
+               ratio_best=round(best_t / best, 3),
+               torch_achieved_gflops=round(out["torch_flops_per_step"] / med_t / 1e9, 1),
+               # the same work (PyTorch's FLOP count) at JAX's speed
+               jax_model_gflops=round(out["torch_flops_per_step"] / med / 1e9, 1))
+  if worker is not None:
+    worker.close()
+  if args.peak:
+    out.update(measure_peak(torch_too=args.compare == "torch"))
+    peak = out["peak_gflops"]
+    work = out.get("torch_flops_per_step", out["flops_per_step"])
+    out["frac_peak"] = round(work / med / 1e9 / peak, 3)
+    if torch_step is not None:
+      out["torch_frac_peak"] = round(work / med_t / 1e9 / peak, 3)
+  out["peak_rss_mb"] = round(rss_mb(), 1)
+  out["date"] = time.strftime("%Y-%m-%d")
+  out["step_times_s"] = [round(t, 3) for t in times]
+  if times_t:
+    out["torch_step_times_s"] = [round(t, 3) for t in times_t]
+  del np
+  return out
