@@ -46,7 +46,7 @@ OPTIONAL_KEYS: dict[str, tuple[type, Any]] = {
     "demo_seed": (int, 0),            # built-in demo data: generator seed
     "demo_train_size": (int, 400),    # images per domain in the demo train split
     "demo_test_size": (int, 50),      # images in the demo test split
-    "demo_image_size": (int, 0),      # side of the generated images (0: load_size)
+    "demo_image_size": (int, 0),      # side of the generated images (0: load_size for train, else crop_size)
     "data_threads": (int, 0),         # Grain reader threads (0: automatic)
     "prefetch_batches": (int, 4),     # batches read ahead
     "wandb_project": (str, "jaxgan"),

@@ -119,7 +119,9 @@ def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "tes
   the translation A->B against B, and two baselines: ``copy_input_*`` returns A
   unchanged (when A and B have equal channels) and ``mean_image_*`` predicts the
   split's mean B image (pixel-wise, over the evaluated images) for every input;
-  a second direction adds the same under ``BtoA_``. Unpaired data:
+  for demo data, ``oracle_*`` scores a second rendering of each B with other
+  texture noise (about the best any model could do); a second direction adds
+  the same under ``BtoA_``. Unpaired data:
   ``cycle_A_*`` / ``cycle_B_*``, the reconstruction A->B->A and B->A->B.
   Image ``i`` of the split is translated with randomness keyed by ``i``, so the
   numbers do not depend on the batch size.
@@ -134,13 +136,20 @@ def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "tes
   target = {"AtoB": "B", "BtoA": "A"}
   prefix = {"AtoB": "", "BtoA": "BtoA_"}
   same_nc = int(config.input_nc) == int(config.output_nc)
+  from jaxgan.data import demo
+  oracle_config = demo.oracle_config(config) if pipeline.paired else None
+  oracle = None if oracle_config is None else data.create_pipeline(
+      oracle_config, split=split, shuffle=False, process_index=0, process_count=1, num_epochs=1).iterator()
   acc = metrics.MeanAccumulator()
   sums: dict[str, np.ndarray] = {}
   for ids, batch in _split_batches(pipeline, max_batches):
     if pipeline.paired:
+      second = next(oracle) if oracle is not None else None   # the same examples, rendered with other noise
       for d in directions:
         x, y = batch[source[d]], batch[target[d]]
         acc.add(metrics.image_metrics(fns[d](state, x, ids), y), prefix=prefix[d])
+        if second is not None:
+          acc.add(metrics.image_metrics(second[target[d]], y), prefix=prefix[d] + "oracle_")
         if same_nc:
           acc.add(metrics.image_metrics(x, y), prefix=prefix[d] + "copy_input_")
         sums[d] = sums.get(d, 0.0) + np.sum(y, axis=0, dtype=np.float64)

@@ -3,7 +3,8 @@
 * :class:`Progress`: a tqdm bar (step, images/s, ETA, losses) on a terminal, or a
   plain log line every ``log_every_steps`` when stderr is not a terminal.
 * :class:`Reporter`: TensorBoard event files in ``WORKDIR/tensorboard`` (via
-  tensorboardX: no TensorFlow needed) with every scalar and image grids; the
+  tensorboardX: no TensorFlow needed) with every scalar and image grids
+  (:func:`read_scalars` reads the scalars back, e.g. to plot loss curves); the
   page ``WORKDIR/web/index.html`` with sample images over training, newest first
   (like the reference project's ``web/index.html``); Weights & Biases when the
   config asks for it (imported only then).
@@ -282,6 +283,38 @@ class Reporter:
     if self._wandb is not None:
       self._wandb.finish()
       self._wandb = None
+
+
+def read_scalars(workdir: str | Path) -> dict[str, list[tuple[int, float]]]:
+  """The scalars a run logged, ``{tag: [(step, value), ...]}`` sorted by step (e.g. ``"train/G"``).
+
+  Reads the TensorBoard event files of ``WORKDIR/tensorboard`` (TFRecord
+  framing, tensorboardX's protobufs; no TensorFlow). As TensorBoard does, a
+  restart marker (written when a run resumes) drops what an earlier file logged
+  at or after the resumed step.
+  """
+  import struct
+  from tensorboardX.proto import event_pb2
+  folder = Path(workdir) / TB_SUBDIR
+  files = sorted(folder.glob("events.out.tfevents.*"), key=lambda p: (int(p.name.split(".")[3]), p.name)) \
+      if folder.is_dir() else []
+  out: dict[str, dict[int, float]] = {}
+  for path in files:
+    data, i = path.read_bytes(), 0
+    while i + 12 <= len(data):
+      (length,) = struct.unpack("<Q", data[i:i + 8])
+      if i + 12 + length + 4 > len(data):   # a record still being written
+        break
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + length])
+      i += 12 + length + 4
+      if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+        for series in out.values():
+          for step in [s for s in series if s >= event.step]:
+            del series[step]
+      for value in event.summary.value:
+        if value.HasField("simple_value"):
+          out.setdefault(value.tag, {})[int(event.step)] = float(value.simple_value)
+  return {tag: sorted(series.items()) for tag, series in sorted(out.items())}
 
 
 def _init_wandb(workdir: Path, config: Any):

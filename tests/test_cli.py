@@ -128,10 +128,13 @@ def test_cyclegan_grayscale_translate_both_directions_and_evaluate(cyclegan_run,
   result = json.loads(line)
   assert result == json.loads((cyclegan_run / "eval.json").read_text())
   assert result["step"] == 4 and result["paired"] is True and result["num_images"] == 2
-  for prefix in ("", "copy_input_", "BtoA_", "BtoA_copy_input_"):
+  for prefix in ("", "copy_input_", "BtoA_", "BtoA_copy_input_", "oracle_", "BtoA_oracle_"):
     assert 0.0 <= result[prefix + "l1"] <= 1.0
     assert 0.0 < result[prefix + "psnr"] <= 100.0
     assert -1.0 <= result[prefix + "ssim"] <= 1.0
+  # The oracle (the demo's second rendering of each target) is far closer than the input.
+  assert result["oracle_l1"] < 0.3 * result["copy_input_l1"]
+  assert result["BtoA_oracle_l1"] < 0.3 * result["BtoA_copy_input_l1"]
 
 
 def test_pix2pix_evaluate_json(pix2pix_run, capsys):
@@ -139,7 +142,9 @@ def test_pix2pix_evaluate_json(pix2pix_run, capsys):
   assert run_cli("evaluate", "--workdir", pix2pix_run, "--step", 2) == 0
   result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert result["step"] == 2 and result["split"] == "test"
-  assert set(result) >= {"l1", "psnr", "ssim", "copy_input_l1", "copy_input_psnr", "copy_input_ssim", "num_images"}
+  assert set(result) >= {"l1", "psnr", "ssim", "copy_input_l1", "copy_input_psnr", "copy_input_ssim", "num_images",
+                         "oracle_l1", "oracle_psnr", "oracle_ssim"}
+  assert "BtoA_oracle_l1" not in result and result["oracle_l1"] < 0.3 * result["copy_input_l1"]
   assert 0 <= result["l1"] <= 1 and -1 <= result["ssim"] <= 1 and result["psnr"] > 0
 
 

@@ -5,12 +5,16 @@ import numpy as np
 from PIL import Image
 
 
+def upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
+  """A small float32 grid resized bicubically to HxW (a smooth field)."""
+  return np.asarray(Image.fromarray(np.asarray(grid, np.float32), "F").resize((w, h), Image.BICUBIC))
+
+
 def value_noise(rng: np.random.Generator, h: int, w: int, cells: int, aspect: float = 1.0) -> np.ndarray:
   """Smooth random field in about [0, 1], float32 HxW: a (cells x cells*aspect) grid upsampled bicubically."""
   gy = max(2, int(cells))
   gx = max(2, int(round(cells * aspect)))
-  grid = rng.random((gy, gx), dtype=np.float32)
-  return np.asarray(Image.fromarray(grid, "F").resize((w, h), Image.BICUBIC))
+  return upsample(rng.random((gy, gx), dtype=np.float32), h, w)
 
 
 def vertical_gradient(h: int, w: int, top, bottom) -> np.ndarray:

@@ -1,14 +1,22 @@
 """The ``demo:facades`` scene: a building facade as a label map (A) and a photo-like rendering (B).
 
-Eight classes laid out by a structured rule -- sky, roof, wall, cornices between
-floors, a grid of windows, balconies in front of some floors, a door and shop
-windows on the ground floor. The rendering gives each class its material
-(plaster or brick walls, framed glass with reflections and recess shadows,
-wooden door with grain, railings through which the window behind shows, tiled
-roof, cloudy sky, lit shop windows), a directional shading gradient and sensor
-noise. Label -> photo needs context (a balcony label is mostly the window or
-wall behind it), so neither copying the labels nor a per-class colour map
-solves it.
+Twelve classes laid out by a structured rule -- sky, the roof (slate or tile),
+the wall (one of four materials: cream plaster, ochre plaster, grey stone,
+red brick), cornices between floors, a grid of windows, balconies in front of
+some floors, a door and shop windows on the ground floor.
+
+The photo is a function of the label map up to texture noise: every property
+of the rendering that is drawn per scene (the wall and roof material) has its
+own label class, and everything else random -- plaster blotches, the tone of
+each brick and where its joints fall, stone grain, clouds, the goods in the
+shop windows, wood grain, sensor noise -- comes from the separate noise
+generator, which a second rendering (``noise=1``) redraws. Details are
+anchored to what the labels show (brick courses to the floor grid, railing
+bars to the balcony's centre, tile lines to the roof's top) and the rendering
+is left-right symmetric, so crops and flips of a pair stay predictable. Label
+-> photo still needs context: a balcony label is mostly the window or wall
+behind it, window glass darkens towards its bottom and into its recess, and
+walls are shaded under cornices.
 
 Everything is vectorised: label masks are outer products of per-row and
 per-column masks.
@@ -19,13 +27,21 @@ import numpy as np
 
 from jaxgan.data.demo_common import finish, value_noise, vertical_gradient
 
-CLASSES = ("sky", "roof", "wall", "cornice", "window", "door", "balcony", "shop")
-SKY, ROOF, WALL, CORNICE, WINDOW, DOOR, BALCONY, SHOP = range(8)
+CLASSES = ("sky", "roof_slate", "roof_tile", "wall_plaster", "wall_ochre", "wall_stone", "wall_brick",
+           "cornice", "window", "door", "balcony", "shop")
+(SKY, ROOF_SLATE, ROOF_TILE, WALL_PLASTER, WALL_OCHRE, WALL_STONE, WALL_BRICK, CORNICE, WINDOW, DOOR, BALCONY,
+ SHOP) = range(12)
+ROOFS = (ROOF_SLATE, ROOF_TILE)
+WALLS = (WALL_PLASTER, WALL_OCHRE, WALL_STONE, WALL_BRICK)
 
 LABEL_COLORS = np.array([
     (20, 40, 160),    # sky
-    (160, 30, 30),    # roof
-    (40, 110, 255),   # wall
+    (120, 0, 60),     # roof_slate
+    (200, 40, 20),    # roof_tile
+    (40, 110, 255),   # wall_plaster
+    (0, 160, 140),    # wall_ochre
+    (110, 80, 200),   # wall_stone
+    (60, 200, 255),   # wall_brick
     (0, 230, 230),    # cornice
     (255, 200, 0),    # window
     (170, 255, 80),   # door
@@ -33,9 +49,15 @@ LABEL_COLORS = np.array([
     (230, 60, 230),   # shop
 ], np.uint8)
 
-_WALLS = np.array([(205, 185, 150), (165, 85, 65), (150, 150, 150), (225, 215, 195), (195, 145, 90),
-                   (180, 190, 170)], np.float32)
-_ROOFS = np.array([(90, 60, 55), (70, 75, 85), (140, 70, 50)], np.float32)
+# Base colour of each class in the photo (classes without a material are never looked up).
+_BASE = np.zeros((16, 3), np.float32)
+_BASE[ROOF_SLATE], _BASE[ROOF_TILE] = (72, 78, 90), (150, 72, 48)
+_BASE[WALL_PLASTER], _BASE[WALL_OCHRE] = (226, 214, 190), (204, 150, 88)
+_BASE[WALL_STONE], _BASE[WALL_BRICK] = (150, 150, 146), (166, 84, 62)
+_BASE[CORNICE], _BASE[WINDOW], _BASE[DOOR], _BASE[SHOP] = (218, 212, 200), (40, 52, 66), (95, 62, 40), (215, 180, 115)
+# Extra material ids used only by the rendering.
+_MORTAR, _FRAME, _RAIL, _TILE_LINE = 12, 13, 14, 15
+_BASE[_MORTAR], _BASE[_FRAME], _BASE[_RAIL] = (190, 165, 145), (236, 236, 228), (45, 45, 50)
 
 
 def _layout(rng: np.random.Generator, h: int, w: int) -> dict:
@@ -56,15 +78,10 @@ def _layout(rng: np.random.Generator, h: int, w: int) -> dict:
   g["door_col"] = int(rng.integers(g["n_cols"]))
   g["shops"] = rng.random() < 0.6
   g["mullion"] = rng.random() < 0.6
-  # Materials.
-  g["wall_rgb"] = _WALLS[rng.integers(len(_WALLS))] + rng.uniform(-12, 12, 3).astype(np.float32)
-  g["brick"] = rng.random() < 0.4
-  g["brick_h"] = max(3, int(h * rng.uniform(0.012, 0.02)))
-  g["roof_rgb"] = _ROOFS[rng.integers(len(_ROOFS))]
-  g["frame_rgb"] = np.array((235, 235, 228) if rng.random() < 0.6 else (60, 50, 45), np.float32)
-  g["door_rgb"] = np.array((95, 62, 40), np.float32) * rng.uniform(0.8, 1.25)
-  g["rail_rgb"] = np.array((45, 45, 50), np.float32) * rng.uniform(0.8, 1.4)
-  g["light"] = rng.uniform(-0.35, 0.35, 2).astype(np.float32)   # shading gradient along x, y
+  # Materials: each one is a label class, so the photo can be predicted from the labels.
+  g["wall"] = WALLS[int(rng.integers(len(WALLS)))]
+  g["roof"] = ROOFS[int(rng.integers(len(ROOFS)))]
+  g["brick_h"] = max(3, int(round(h * 0.016)))
   return g
 
 
@@ -81,8 +98,8 @@ def _labels(g: dict, h: int, w: int) -> tuple[np.ndarray, np.ndarray, dict]:
   """(class map with balconies, class map under balconies, auxiliary per-row/column fields)."""
   cls = np.full((h, w), SKY, np.uint8)
   left, right, top = g["left"], g["right"], g["top"]
-  cls[top:, left:right] = WALL
-  cls[top:top + g["roof_h"], left:right] = ROOF
+  cls[top:, left:right] = g["wall"]
+  cls[top:top + g["roof_h"], left:right] = g["roof"]
   u0, u1 = top + g["roof_h"], h - g["ground_h"]
   fh = (u1 - u0) / g["n_floors"]
   cw = (right - left) / g["n_cols"]
@@ -118,23 +135,27 @@ def _labels(g: dict, h: int, w: int) -> tuple[np.ndarray, np.ndarray, dict]:
   bal_floor[in_floor] = g["balcony_floors"][fi[in_floor]]
   bh = wh * 0.38
   bal_rows = bal_floor & (ly >= wy0 + wh - bh) & (ly < wy0 + wh + ct * 0.3)
+  xs = np.arange(w, dtype=np.float32)
   if g["balcony_full"]:
-    bal_cols = (np.arange(w) >= left + cw * 0.05) & (np.arange(w) < right - cw * 0.05)
+    bal_cols = (xs >= left + cw * 0.05) & (xs < right - cw * 0.05)
+    bal_dx = np.abs(xs - (left + right - 1) / 2)          # railing bars are placed from the balcony's centre
   else:
     bal_cols = in_col & (lx >= wx0 - ww * 0.18) & (lx < wx0 + ww * 1.18)
+    bal_dx = np.abs(lx - (cw - 1) / 2)
   cls[np.ix_(bal_rows, bal_cols)] = BALCONY
   aux = dict(ly=ly, lx=lx, fi=fi, ci=ci, wy0=wy0, wx0=wx0, wh=wh, ww=ww, fh=fh, cw=cw, ct=ct, u1=u1,
-             bal_rows=bal_rows, bal_top=wy0 + wh - bh, gy=gy)
+             bal_rows=bal_rows, bal_top=wy0 + wh - bh, bal_dx=bal_dx, gy=gy, size=min(h, w))
   return cls, under, aux
 
 
-def _window_detail(g: dict, aux: dict, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _window_detail(g: dict, aux: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Per-pixel window-local (x, y) in [0, 1] and a frame mask (outer products of 1-D fields)."""
   wy = (aux["ly"] - aux["wy0"]) / aux["wh"]
   gwy = (aux["gy"] - float(g["ground_h"]) * 0.25) / aux["wh"]
   wy = np.where(aux["gy"] >= 0, gwy, wy).astype(np.float32)   # ground-floor windows have their own rows
   wx = ((aux["lx"] - aux["wx0"]) / aux["ww"]).astype(np.float32)
-  ft_y, ft_x = 2.2 / aux["wh"], 2.2 / aux["ww"]
+  ft = max(1.0, aux["size"] / 96)                              # frame width in pixels
+  ft_y, ft_x = ft / aux["wh"], ft / aux["ww"]
   fy = (wy < ft_y) | (wy > 1 - ft_y)
   fx = (wx < ft_x) | (wx > 1 - ft_x)
   if g["mullion"]:
@@ -144,8 +165,27 @@ def _window_detail(g: dict, aux: dict, h: int, w: int) -> tuple[np.ndarray, np.n
   return wx, wy, frame
 
 
-# Extra material ids (beyond the classes) used only by the rendering.
-_MORTAR, _FRAME, _RAIL, _TILE_LINE = 8, 9, 10, 11
+def _walls(g: dict, aux: dict, wall: np.ndarray, mat: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Brightness (float32 HxW) of the wall pixels for the wall's material; marks brick mortar in ``mat``."""
+  h, w = wall.shape
+  kind = g["wall"]
+  if kind == WALL_BRICK:
+    bh = g["brick_h"]
+    ly = np.floor(np.maximum(aux["ly"], 0)).astype(np.int32)     # courses restart at every floor
+    ly = np.where(aux["fi"] >= 0, ly, np.arange(h))
+    course = ly // bh
+    row_mortar = (ly % bh) == 0
+    # Head joints: a random offset per course, every 2 * bh pixels (noise: a second rendering moves them).
+    offset = rng.integers(0, 2 * bh, h)[course % h]
+    col = np.arange(w)[None, :] + offset[:, None]
+    mortar = row_mortar[:, None] | ((col % (2 * bh)) == 0)
+    brick_id = (course[:, None] * 131 + col // (2 * bh)) % 4096
+    mod = rng.uniform(0.88, 1.1, 4096).astype(np.float32)[brick_id]
+    mat[wall & mortar] = _MORTAR
+    return mod
+  if kind == WALL_STONE:   # fine grain
+    return 0.9 + 0.2 * value_noise(rng, h, w, max(4, w // 3))
+  return 0.94 + 0.12 * value_noise(rng, h, w, 12)   # plaster blotches
 
 
 def _render(g: dict, cls: np.ndarray, under: np.ndarray, aux: dict, rng: np.random.Generator) -> np.ndarray:
@@ -155,69 +195,52 @@ def _render(g: dict, cls: np.ndarray, under: np.ndarray, aux: dict, rng: np.rand
   the per-pixel work stays on single-channel arrays, and the sky is blended in last.
   """
   h, w = cls.shape
-  table = np.zeros((12, 3), np.float32)
-  table[WALL], table[ROOF], table[CORNICE] = g["wall_rgb"], g["roof_rgb"], (218, 212, 200)
-  table[WINDOW], table[DOOR], table[SHOP] = (40, 52, 66), g["door_rgb"], (215, 180, 115)
-  table[_MORTAR], table[_FRAME], table[_RAIL], table[_TILE_LINE] = (200, 195, 185), g["frame_rgb"], g["rail_rgb"], \
-      g["roof_rgb"] * 0.6
+  table = _BASE.copy()
+  table[_TILE_LINE] = _BASE[g["roof"]] * 0.6
   mat = under.copy()
   mod = np.ones((h, w), np.float32)
-  # Walls: plaster blotches or a brick bond with per-brick tone.
-  wall = under == WALL
-  plaster = 0.93 + 0.14 * value_noise(rng, h, w, 12)
-  if g["brick"]:
-    bh = g["brick_h"]
-    row = np.arange(h) // bh
-    shift = (row % 2) * bh
-    col = np.arange(w)[None, :] + shift[:, None]
-    mortar = ((np.arange(h) % bh) == 0)[:, None] | ((col % (2 * bh)) == 0)
-    brick_id = (row[:, None] * 977 + col // (2 * bh)) % 4096
-    plaster = plaster * rng.uniform(0.88, 1.1, 4096).astype(np.float32)[brick_id]
-    mat[wall & mortar] = _MORTAR
-  mod = np.where(wall, plaster, mod)
+  wall = under == g["wall"]
+  mod = np.where(wall, _walls(g, aux, wall, mat, rng), mod)
   # Cornices (slightly uneven stone) cast a shadow on the wall just below.
   cornice = under == CORNICE
   mod = np.where(cornice, 0.95 + 0.1 * rng.random((h, w), dtype=np.float32), mod)
-  below = (aux["fi"] > 0) & (aux["ly"] < aux["ct"] * 0.8)
-  mod[below[:, None] & wall] *= 0.72
-  # Roof tile lines.
+  if g["cornice"]:
+    below = (aux["fi"] > 0) & (aux["ly"] < aux["ct"] * 0.8)
+    mod[below[:, None] & wall] *= 0.72
+  # Roof tile lines, counted from the roof's top.
   tile = ((np.arange(h) - g["top"]) % max(2, g["roof_h"] // 3) == 0)[:, None]
-  mat[(under == ROOF) & tile] = _TILE_LINE
-  # Windows: glass with a diagonal sky reflection, recess shadow on top/left, frames.
-  wx, wy, frame = _window_detail(g, aux, h, w)
+  mat[(under == g["roof"]) & tile] = _TILE_LINE
+  # Windows: glass reflecting the sky (bright at the top, symmetric), a recess shadow along the top, frames.
+  wx, wy, frame = _window_detail(g, aux)
   window = under == WINDOW
-  refl = 1.0 + 2.1 * np.clip(1.2 - (wx[None, :] + wy[:, None]), 0, 1)
-  recess = (wy[:, None] < 0.12) | (wx[None, :] < 0.08)
+  refl = 1.0 + 2.0 * np.clip(1.0 - 1.3 * wy[:, None] - 0.6 * np.abs(wx[None, :] - 0.5), 0, 1)
+  recess = (wy[:, None] < 0.12) | (np.abs(wx[None, :] - 0.5) > 0.42)
   mod = np.where(window, np.where(recess, refl * 0.55, refl), mod)
   mat[window & frame] = _FRAME
   mod[window & frame] = 1.0
-  # Shop windows: lit warm interiors with dark goods; the door: wood grain along x.
+  # Shop windows: lit warm interiors with darker goods; the door: wood grain along x.
   shop = under == SHOP
   if shop.any():
-    mod = np.where(shop, 0.6 + 0.5 * value_noise(rng, h, w, 10), mod)
+    mod = np.where(shop, 0.7 + 0.3 * value_noise(rng, h, w, 10), mod)
   door = under == DOOR
   if door.any():
     grain = value_noise(rng, 2, w, 1, aspect=w / 2.0)[0]
-    mod = np.where(door, (0.8 + 0.4 * grain)[None, :], mod)
+    mod = np.where(door, (0.85 + 0.3 * grain)[None, :], mod)
   # Balconies: railing bars; between them the window/wall behind, in shade.
   bal = cls == BALCONY
   if bal.any():
     period = max(3, int(round(aux["cw"] / 7)))
-    bars = ((np.arange(w) % period) < max(1, period // 3))[None, :]
+    bars = ((np.round(aux["bal_dx"]).astype(np.int32) % period) < max(1, period // 3))[None, :]
     top_rail = (aux["ly"] - aux["bal_top"] < 2.5)[:, None]
     rail = (bars | top_rail) & bal
     mod[bal] *= 0.62
     mat[rail] = _RAIL
     mod[rail] = 1.0
-  # Directional light on the building.
-  ys = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
-  xs = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
-  mod *= 1.0 + g["light"][0] * xs + g["light"][1] * ys
   img = table[mat] * mod[..., None]
-  # Sky with horizontal clouds, where no building is.
+  # Sky with faint horizontal clouds, where no building is.
   sky = vertical_gradient(h, w, (95, 150, 215), (185, 210, 235))
-  clouds = np.clip(value_noise(rng, h, w, 6, aspect=0.5) * 2.2 - 1.3, 0, 1)[..., None]
-  sky += clouds * (245 - sky)
+  clouds = np.clip(value_noise(rng, h, w, 6, aspect=0.5) * 2.0 - 1.3, 0, 1)[..., None]
+  sky += clouds * (0.6 * (245 - sky))
   return np.where((cls == SKY)[..., None], sky, img)
 
 

@@ -1,20 +1,27 @@
 """The ``demo:seasons`` scenes: one landscape geometry rendered as summer (A) or winter (B).
 
-A scene is sky with a sun, two ridges of hills, sometimes a lake, and houses and
-trees standing on the ground, drawn back to front. The two styles share the
-geometry but not a per-pixel colour map: in winter the sky is overcast, the
-ground and the top surfaces of roofs and fir tiers carry snow (a layer whose
-thickness follows the slope), deciduous trees lose their leaves (the crown
-becomes a few branches with the background showing through), windows are lit
-and the lake is frozen with cracks; the global light is warm in summer and cool
-and flat in winter.
+A scene is sky with a sun and clouds, two ridges of hills with woods, sometimes
+a lake, and houses and trees standing on the ground, drawn back to front. The
+two styles share the geometry but not a per-pixel colour map: in winter the sky
+is overcast (the clouds show as paler patches), the ground and the top surfaces
+of roofs and fir tiers carry snow (a layer whose thickness follows the slope),
+the woods are frosted, deciduous trees lose their leaves (the crown becomes a
+haze of twigs and a few branches with the background showing through), windows
+are lit and the lake is frozen with cracks; the global light is warm in summer
+and cool and flat in winter.
+
+Each style is a function of the other up to texture noise: everything drawn
+per scene (geometry, house colours, where woods and clouds are) is visible in
+both, and what is not -- ground and leaf texture, the branches of a bare tree,
+ripples, ice cracks, sensor noise -- comes from the noise generator, which a
+second rendering (``noise=1``) redraws. Shading follows the sun, which is in
+both pictures, so flipped scenes stay predictable.
 """
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-from jaxgan.data.demo_common import finish, value_noise, vertical_gradient
+from jaxgan.data.demo_common import finish, upsample, value_noise, vertical_gradient
 
 _HOUSE_WALLS = np.array([(225, 220, 205), (210, 180, 110), (170, 70, 55), (120, 140, 170), (200, 200, 200)],
                         np.float32)
@@ -41,6 +48,7 @@ def make_scene(rng: np.random.Generator, h: int, w: int) -> dict:
     s["lake"] = (w * rng.uniform(0.25, 0.75), h * rng.uniform(0.8, 0.9), w * rng.uniform(0.15, 0.3),
                  h * rng.uniform(0.04, 0.07))
   s["forest"] = rng.random((6, 10), dtype=np.float32)      # where woods cover the hills
+  s["clouds"] = rng.random((8, 4), dtype=np.float32)      # where clouds are (summer: white, winter: paler grey)
   s["forest_level"] = rng.uniform(0.5, 0.7)
   objects = []
   n_houses, n_trees = int(rng.integers(0, 3)), int(rng.integers(3, 9))
@@ -58,28 +66,26 @@ def make_scene(rng: np.random.Generator, h: int, w: int) -> dict:
     else:
       th = scale * h * rng.uniform(0.14, 0.28)
       objects.append(dict(kind="fir" if rng.random() < 0.5 else "leafy", x=x, base=base, th=th,
-                          tw=th * rng.uniform(0.35, 0.6), tiers=int(rng.integers(2, 4)),
-                          phase=rng.uniform(0, np.pi), n_branch=int(rng.integers(4, 8))))
+                          tw=th * rng.uniform(0.35, 0.6), tiers=int(rng.integers(2, 4))))
   s["objects"] = sorted(objects, key=lambda o: o["base"])
   return s
 
 
-def _sky(s: dict, style: str, rng: np.random.Generator) -> np.ndarray:
+def _sky(s: dict, style: str) -> np.ndarray:
   """HxWx3 image with the sky painted in the rows above the far ridge (the hills cover the rest)."""
   h, w = s["h"], s["w"]
   hs = int(min(h, np.ceil(s["far"].max()) + 1))     # rows that can show sky
   sx, sy, sr = s["sun"]
   d = np.hypot(np.arange(w, dtype=np.float32)[None, :] - sx, np.arange(hs, dtype=np.float32)[:, None] - sy)
-  cells = max(2, round(7 * hs / h))
+  clouds = np.clip(upsample(s["clouds"], h, w)[:hs] * 2.5 - 1.55, 0, 1)[..., None]
   if style == "summer":
     sky = vertical_gradient(h, w, (60, 120, 210), (170, 205, 235))[:hs]
-    clouds = np.clip(value_noise(rng, hs, w, cells, aspect=0.5 * h / hs) * 2.5 - 1.55, 0, 1)[..., None]
     sky += clouds * (250 - sky)
     sky += np.exp(-d / (3 * sr))[..., None] * np.array((120, 90, 20), np.float32)
     sky[d < sr] = (255, 245, 185)
   else:
-    sky = vertical_gradient(h, w, (165, 172, 185), (212, 216, 224))[:hs]
-    sky += (value_noise(rng, hs, w, cells, aspect=0.5 * h / hs)[..., None] - 0.5) * 18
+    sky = vertical_gradient(h, w, (160, 167, 180), (208, 212, 220))[:hs]
+    sky += clouds * np.float32(26.0)
     sky += np.exp(-d / (1.5 * sr))[..., None] * np.array((40, 40, 35), np.float32)
     sky[d < sr * 0.8] = (236, 236, 230)
   img = np.zeros((h, w, 3), np.float32)
@@ -92,7 +98,7 @@ def _ground(img: np.ndarray, s: dict, style: str, rng: np.random.Generator) -> n
   h, w = s["h"], s["w"]
   light_dir = 1.0 if s["sun"][0] > w / 2 else -1.0
   near_bottom = min(h, int(np.ceil(s["near"].max())) + 1)
-  woods = np.asarray(Image.fromarray(s["forest"], "F").resize((w, h), Image.BICUBIC))
+  woods = upsample(s["forest"], h, w)
   for ridge, far in ((s["far"], True), (s["near"], False)):
     # Only the band of rows where this layer can be visible is computed.
     r0 = int(np.clip(np.floor(ridge.min()), 0, h - 1))
@@ -104,7 +110,7 @@ def _ground(img: np.ndarray, s: dict, style: str, rng: np.random.Generator) -> n
     tex = value_noise(rng, r1 - r0, w, max(2, (20 if far else 40) * (r1 - r0) // h), aspect=h / max(1, r1 - r0))
     if style == "summer":
       base = np.array((105, 140, 125) if far else (80, 145, 55), np.float32)
-      shade = 1.0 + 0.25 * facing + 0.2 * (tex - 0.5)
+      shade = 1.0 + 0.25 * facing + 0.1 * (tex - 0.5)
       if not far:
         shade -= 0.15 * np.clip((ys - ridge[None, :]) / (0.25 * h), 0, 1)
       col = base * shade[..., None]
@@ -115,15 +121,12 @@ def _ground(img: np.ndarray, s: dict, style: str, rng: np.random.Generator) -> n
     forest = woods[r0:r1] > s["forest_level"] + (0.0 if far else 0.12)
     if not far:
       forest &= ys < ridge[None, :] + 0.15 * h
-    wood = np.array((45, 90, 50) if style == "summer" else (95, 108, 108), np.float32) * (0.75 + 0.5 * tex)[..., None]
-    if style == "winter":   # snow-dusted woods
-      wood = wood + np.clip(tex - 0.55, 0, 0.3)[..., None] * np.float32(400.0)
+    if style == "summer":
+      wood = np.array((45, 90, 50), np.float32) * (0.88 + 0.24 * tex)[..., None]
+    else:   # frosted woods
+      wood = np.array((120, 134, 136), np.float32) * (0.94 + 0.12 * tex)[..., None]
     col = np.where(forest[..., None], wood, col)
     img[r0:r1] = np.where(mask, col, img[r0:r1])
-  if style == "winter":
-    ys = np.arange(h, dtype=np.float32)[:, None]
-    sparkle = (rng.random((h, w), dtype=np.float32) > 0.996) & (ys >= s["near"][None, :])
-    img[sparkle] = 255
   return img
 
 
@@ -219,20 +222,23 @@ def _tree(img: np.ndarray, o: dict, style: str, s: dict, rng: np.random.Generato
     sub[trunk] = trunk_col
     leaves = value_noise(rng, sub.shape[0], sub.shape[1], max(3, int(tw / 4)))
     sun_side = np.sign(dx) * (1 if s["sun"][0] > o["x"] else -1)
-    shade = 0.8 + 0.35 * leaves + 0.12 * sun_side - 0.25 * np.clip((ys - cy) / cr_y, 0, 1)
+    shade = 0.88 + 0.18 * leaves + 0.12 * sun_side - 0.25 * np.clip((ys - cy) / cr_y, 0, 1)
     col = np.array((60, 125, 45), np.float32) * shade[..., None]
     sub[crown] = col[crown]
-  else:
+  else:   # a haze of twigs over the crown, and branches drawn at random (noise: not visible in summer)
+    n_branch, phase = int(rng.integers(4, 8)), rng.uniform(0, np.pi)
     ang = np.arctan2(dx, -(ys - (o["base"] - trunk_h)))
     twig = value_noise(rng, sub.shape[0], sub.shape[1], max(3, int(tw / 3)))
-    branches = np.abs(np.sin(o["n_branch"] * ang / 2 + o["phase"] + 2.0 * twig)) < 0.22 * (1.2 - np.sqrt(r))
+    branches = np.abs(np.sin(n_branch * ang / 2 + phase + 2.0 * twig)) < 0.22 * (1.2 - np.sqrt(r))
+    haze = np.float32(0.45) * (1.0 - 0.5 * r)[..., None]
+    sub[crown] = (sub * (1 - haze) + haze * np.array((110, 98, 92), np.float32))[crown]
     sub[crown & branches] = (70, 62, 58)
     sub[trunk] = trunk_col
 
 
 def render(s: dict, style: str, rng: np.random.Generator) -> np.ndarray:
   """The scene ``s`` as ``style`` ('summer' or 'winter'): uint8 HxWx3."""
-  img = _sky(s, style, rng)
+  img = _sky(s, style)
   img = _ground(img, s, style, rng)
   _lake(img, s, style, rng)
   for o in s["objects"]:
