@@ -252,6 +252,7 @@ jaxgan's data pipeline, training loop or checkpoints: your own numpy data iterat
       new_code_cell(f'''# Parameters (the test suite replaces this cell with tiny sizes).
 SIZE = 64             # image side; the U-Net is unet_SIZE
 NGF = 32              # generator / discriminator width
+N_LAYERS_D = 3        # PatchGAN depth (3: 70x70 patches)
 BATCH = 4
 STEPS = 600
 N_TRAIN = 400         # training pairs
@@ -259,6 +260,7 @@ LOG_EVERY = 50
 CHECKPOINT_EVERY = 200
 CYCLEGAN_STEPS = 200  # the CycleGAN section at the end
 CYCLEGAN_NGF = 16
+CYCLEGAN_NETG = "resnet_6blocks"
 WORKDIR = "runs/custom_loop"
 {REPO_URL}''', metadata={"tags": ["parameters"]}),
       new_code_cell(INSTALL),
@@ -300,6 +302,7 @@ weights are config keys, read when the step is traced -- change them before `jax
 
 config = jaxgan_config.get_base_config()
 config.netG, config.ngf, config.ndf = f"unet_{SIZE}", NGF, NGF
+config.netD, config.n_layers_D = "n_layers", N_LAYERS_D   # "basic" is n_layers 3
 config.norm = "instance"            # train and test see the same statistics
 config.batch_size = BATCH
 config.num_train_steps = STEPS      # the learning-rate schedule's length
@@ -401,7 +404,8 @@ def unpaired_batches(A, B, batch_size: int, seed: int):
            "B": to_model(B[rng.integers(0, len(B), batch_size)])}
 
 cg_config = jaxgan_config.get_cyclegan_base_config()
-cg_config.netG, cg_config.ngf, cg_config.ndf = "resnet_6blocks", CYCLEGAN_NGF, CYCLEGAN_NGF
+cg_config.netG, cg_config.ngf, cg_config.ndf = CYCLEGAN_NETG, CYCLEGAN_NGF, CYCLEGAN_NGF
+cg_config.netD, cg_config.n_layers_D = "n_layers", N_LAYERS_D
 cg_config.batch_size, cg_config.num_train_steps = 1, CYCLEGAN_STEPS
 cg_config.lambda_A = cg_config.lambda_B = 10.0   # cycle-consistency weights
 cg_config.lambda_identity = 0.5                  # identity loss, relative to lambda_A / lambda_B

@@ -23,7 +23,10 @@ def _execute(name: str, parameters: str, tmp_path: Path) -> nbformat.NotebookNod
   assert len(tagged) == 1, f"{name}: expected one cell tagged 'parameters', found {len(tagged)}"
   tagged[0].source = parameters
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-             MPLBACKEND="agg")
+             MPLBACKEND="module://matplotlib_inline.backend_inline",   # figures as image/png outputs
+             # the persistent compilation cache the other tests use:
+             JAX_COMPILATION_CACHE_DIR=os.environ.get("JAXGAN_CACHE_DIR", "/tmp/jaxgan-test-xla-cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1")
   client = NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
   client.execute(env=env)   # raises nbclient.exceptions.CellExecutionError naming the cell on any error
   return nb
@@ -50,7 +53,7 @@ def _text(outputs) -> str:
 TINY_QUICKSTART = """
 MODEL = "cyclegan"
 WORKDIR = {workdir!r}
-OVERRIDES = dict(netG="resnet_1blocks", ngf=4, ndf=4, n_layers_D=1, load_size=16, crop_size=16,
+OVERRIDES = dict(netG="resnet_1blocks", ngf=4, ndf=4, netD="n_layers", n_layers_D=1, load_size=16, crop_size=16,
                  demo_train_size=6, demo_test_size=2, num_train_steps=4, log_every_steps=2,
                  sample_every_steps=2, eval_every_steps=0, checkpoint_every_steps=4)
 SCALE_TO_ACCELERATOR = False
@@ -61,6 +64,7 @@ REPO_URL = "unused: jaxgan is importable"
 TINY_CUSTOM_LOOP = """
 SIZE = 32
 NGF = 4
+N_LAYERS_D = 1
 BATCH = 2
 STEPS = 4
 N_TRAIN = 6
@@ -68,6 +72,7 @@ LOG_EVERY = 2
 CHECKPOINT_EVERY = 2
 CYCLEGAN_STEPS = 2
 CYCLEGAN_NGF = 4
+CYCLEGAN_NETG = "resnet_1blocks"
 WORKDIR = {workdir!r}
 REPO_URL = "unused: jaxgan is importable"
 """
