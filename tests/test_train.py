@@ -155,8 +155,10 @@ def test_config_mismatch_is_refused_but_step_counts_may_change(tmp_path):
 
 def test_pix2pix_demo_recipe_learns(tmp_path):
   """A short run of the demo recipe (smaller) beats returning the input unchanged by a clear margin."""
-  config = tiny_config("pix2pix_demo", ngf=16, ndf=16, n_layers_D=3, num_train_steps=40, batch_size=4,
-                       demo_train_size=64, demo_test_size=8, eval_batches=-1, log_every_steps=20)
+  # 100 steps: on the demo data whose facade colours follow the label classes, copying the input keeps more
+  # structure (SSIM 0.12) than before; 40 steps reached SSIM 0.08, 100 steps 0.17.
+  config = tiny_config("pix2pix_demo", ngf=16, ndf=16, n_layers_D=3, num_train_steps=100, batch_size=4,
+                       demo_train_size=64, demo_test_size=8, eval_batches=-1, log_every_steps=50)
   result = train.train_and_evaluate(config, tmp_path).evaluation
   assert result["num_images"] == 8
   assert result["l1"] < 0.7 * result["copy_input_l1"]
