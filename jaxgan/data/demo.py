@@ -4,7 +4,7 @@ Owns: ``demo:facades`` (paired: a colour-coded label map of a building facade
 as A, the photo-like rendering as B) and ``demo:seasons`` (unpaired: landscapes
 rendered as summer (A) and winter (B); the test split is aligned), their
 sources (registered as the ``demo`` backend of :mod:`jaxgan.data.sources`).
-The example-image writer is :mod:`jaxgan.data.demo_examples`.
+The example images are drawn by :mod:`jaxgan.data.demo_examples` (``python scripts/write_demo_examples.py``).
 
 Every image is a pure function of (demo_seed, split, index, size): generated on
 the fly with vectorised numpy in a few milliseconds, so nothing is downloaded

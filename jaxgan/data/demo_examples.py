@@ -7,7 +7,6 @@ which the package imports (its backends register at import).
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Sequence
 
@@ -41,18 +40,3 @@ def write_examples(out_dir: str, *, size: int = 160, n: int = 5) -> list[str]:
     Image.fromarray(grid).save(path)
     paths.append(path)
   return paths
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-  """``python -m jaxgan.data.demo_examples --write-examples DIR``."""
-  parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-  parser.add_argument("--write-examples", metavar="DIR", required=True, help="folder for the example PNGs")
-  parser.add_argument("--size", type=int, default=160)
-  parser.add_argument("--n", type=int, default=5)
-  args = parser.parse_args(argv)
-  for path in write_examples(args.write_examples, size=args.size, n=args.n):
-    print(path)
-
-
-if __name__ == "__main__":
-  main()
