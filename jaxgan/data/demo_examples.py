@@ -1,6 +1,9 @@
-"""Example-image grids of the built-in demo datasets, for the docs (``docs/demo_*.png``).
+"""Example-image grids of the built-in demo datasets, for the docs.
 
-``scripts/write_demo_examples.py [DIR]`` writes them; this module only draws.
+    python -m jaxgan.data.demo_examples --write-examples docs/
+
+A module of its own so that ``python -m`` does not run :mod:`jaxgan.data.demo`,
+which the package imports (its backends register at import).
 """
 from __future__ import annotations
 
@@ -37,4 +40,3 @@ def write_examples(out_dir: str, *, size: int = 160, n: int = 5) -> list[str]:
     Image.fromarray(grid).save(path)
     paths.append(path)
   return paths
-
