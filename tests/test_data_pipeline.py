@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import grain
 import numpy as np
@@ -132,18 +133,22 @@ def test_finite_epochs_end_and_train_drops_only_the_final_remainder(id_folder):
     _pipe(c, num_epochs=0)
 
 
-def test_process_shards_are_disjoint_and_cover_the_data(id_folder):
+def test_process_shards_side_by_side_are_the_one_process_batches_in_order(id_folder):
   c = _cfg(dataset=f"folder:{id_folder}", load_size=6, crop_size=6, batch_size=4)
   single = _take(_pipe(c).iterator(), 5)
   shards = [_take(_pipe(c, process_index=i, process_count=2).iterator(), 5) for i in range(2)]
   assert all(b["A"].shape[0] == 2 for s in shards for b in s)        # local batch = 4 // 2
-  per_proc = [sum((_ids(b) for b in s), []) for s in shards]
-  # Positions 0..9 (epoch 0) are the first 5 elements of each process: disjoint, together all.
-  epoch0 = [set(per_proc[0][:5]), set(per_proc[1][:5])]
-  assert not epoch0[0] & epoch0[1] and epoch0[0] | epoch0[1] == set(range(10, 20))
-  # Step s of both processes together is the global batch s of a one-process run.
+  # Step s of process 0 then process 1 (the mesh's device order) is global batch s of a one-process run,
+  # image for image: every device sees what it would see in one process.
   for s in range(5):
-    assert sorted(_ids(shards[0][s]) + _ids(shards[1][s])) == sorted(_ids(single[s]))
+    assert _ids(shards[0][s]) + _ids(shards[1][s]) == _ids(single[s])
+    np.testing.assert_array_equal(np.concatenate([shards[0][s]["A"], shards[1][s]["A"]]), single[s]["A"])
+  # A finite split's last, partial global batch is shared out as evenly as it can be.
+  shutil.copytree(id_folder / "train", id_folder / "test")
+  one = sum((_ids(b) for b in _pipe(c, split="test", num_epochs=1).iterator()), [])
+  parts = [list(_pipe(c, split="test", num_epochs=1, process_index=i, process_count=2).iterator()) for i in range(2)]
+  assert [[len(b["A"]) for b in p] for p in parts] == [[2, 2, 1], [2, 2, 1]]     # 10 = 4 + 4 + 2
+  assert sum((_ids(a) + _ids(b) for a, b in zip(*parts)), []) == one
   with pytest.raises(DataError, match="multiple of the process count"):
     _pipe(_cfg(batch_size=3), process_index=0, process_count=2)
   with pytest.raises(DataError, match="process_index"):

@@ -6,9 +6,9 @@ Each process is started as a user would start one host of a job
 2 fake CPU devices and gloo collectives; together they hold the same 4 devices
 as the single-process run. Both runs train pix2pix (BatchNorm over the global
 batch, dropout off) for a few steps and write one checkpoint; the test restores
-both and compares every array. Each process reads its own shard of the data, so
-the global batch is the same set of images in another order: equal up to float
-summation order.
+both and compares every array and every step's losses. Each process reads its
+own block of each global batch, so every device sees the same images as in the
+one-process run: equal up to float summation order.
 
 Preemption: only process 1 gets SIGTERM; both must stop at one agreed step,
 save it together and exit 0, and the resumed pair must end bit-identical to the
@@ -28,7 +28,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan import checkpoint, inference
+from jaxgan import checkpoint, inference, reporting
 
 ROOT = Path(__file__).resolve().parents[1]
 # Enough steps that a signal lands mid-run; resnet_1blocks + a 1-layer PatchGAN compile fastest.
@@ -36,7 +36,7 @@ STEPS = 10
 OVERRIDES = {"netG": "resnet_1blocks", "ngf": 8, "ndf": 8, "n_layers_D": 1, "load_size": 36, "crop_size": 32,
              "demo_train_size": 16, "demo_test_size": 2, "batch_size": 4, "num_train_steps": STEPS,
              "log_every_steps": 1, "checkpoint_every_steps": STEPS, "sample_every_steps": STEPS,
-             "eval_batches": 1, "no_dropout": True}
+             "eval_batches": 1, "no_dropout": True, "norm": "batch"}
 TOL = 1e-5
 
 
@@ -143,9 +143,23 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path, straight_pa
   leaves_s = jax.tree.leaves(jax.device_get(state_single))
   assert len(leaves_m) == len(leaves_s)
   for (path, x), y in zip(leaves_m, leaves_s):
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    assert x.shape == y.shape, jax.tree_util.keystr(path)
-    np.testing.assert_allclose(x, y, rtol=TOL, atol=TOL, err_msg=jax.tree_util.keystr(path))
+    x, y, name = np.asarray(x, np.float64), np.asarray(y, np.float64), jax.tree_util.keystr(path)
+    assert x.shape == y.shape, name
+    if ".mu[" in name or ".nu[" in name:
+      # Adam's moments hold the last gradients, which are not continuous in the inputs: a LeakyReLU input
+      # within float noise of 0 takes the other slope (the demo's flat label maps make that happen within 10
+      # steps), which moves one output channel's gradient by ~2e-3 while the losses and the parameters agree
+      # to TOL. The moments are held to that size of difference.
+      np.testing.assert_allclose(x, y, rtol=0, atol=1e-2, err_msg=name)
+    else:
+      np.testing.assert_allclose(x, y, rtol=TOL, atol=TOL, err_msg=name)
+  # Every step's losses agree (the per-step scalars of TensorBoard).
+  scalars = [reporting.read_scalars(w) for w in (multi, single)]
+  for tag in ("train/D", "train/G", "train/G_L1"):
+    steps = [[s for s, _ in r[tag]] for r in scalars]
+    assert steps[0] == steps[1] == list(range(1, STEPS + 1)), tag
+    np.testing.assert_allclose([v for _, v in scalars[0][tag]], [v for _, v in scalars[1][tag]], rtol=TOL,
+                               err_msg=tag)
   # The runs trained: Adam counted STEPS updates in both (compared equal above).
   counts = [int(x) for p, x in leaves_m if "count" in jax.tree_util.keystr(p)]
   assert counts and all(c == STEPS for c in counts), counts

@@ -13,9 +13,12 @@ How it is built (Grain ``MapDataset`` API, random access all the way):
    takes ``len()`` of every stage, computes batch counts through float
    division and refuses lengths above ``sys.maxsize``, so the length must stay
    exact as a float; 2**53 examples is centuries of reading).
-2. Process ``p`` of ``k`` reads positions ``p, p + k, p + 2k, ...``: disjoint
-   shards; step ``s`` of all processes together is exactly the global batch
-   ``[s*B, (s+1)*B)`` of a one-process run.
+2. Process ``p`` of ``k`` reads block ``p`` of every global batch: with
+   ``b = B / k``, step ``s`` of process ``p`` is positions
+   ``[s*B + p*b, s*B + (p+1)*b)``. Disjoint shards, and the processes' batches
+   side by side (process order is device order in the mesh) are exactly the
+   global batch ``[s*B, (s+1)*B)`` of a one-process run, in the same order:
+   every device sees the same images as in a one-process run.
 3. Each position becomes an example ``{"A", "B"}`` (float32 HxWxC in [-1, 1]):
    load, channel conversion, reference preprocessing; its randomness (crop,
    flip, the B image drawn for an unpaired A) comes from a generator seeded by
@@ -94,6 +97,35 @@ class _Stream(grain.MapDataset):
 
   def __str__(self) -> str:
     return f"_Stream(n={self.n}, num_epochs={self.num_epochs}, shuffle={self.shuffle})"
+
+
+class _ProcessBlocks(grain.MapDataset):
+  """Process ``p``'s positions of a stream from ``start``: block ``p`` (of ``block`` items) of every
+  global batch of ``count * block`` items (see the module docstring). A last, partial global batch of
+  ``r`` items (finite streams) is split into blocks of ``ceil(r / count)``."""
+
+  def __init__(self, parent: grain.MapDataset, start: int, block: int, index: int, count: int):
+    super().__init__(parent)
+    self.start, self.block, self.index, self.count = int(start), int(block), int(index), int(count)
+    left = max(len(parent) - self.start, 0)
+    self._full, rest = divmod(left, self.block * self.count)
+    self._tail_block = -(-rest // self.count)
+    self._tail = min(max(rest - self.index * self._tail_block, 0), self._tail_block)
+
+  def __len__(self) -> int:
+    return self._full * self.block + self._tail
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, within = divmod(int(index), self.block)
+    if batch < self._full:
+      return self._parent[self.start + (batch * self.count + self.index) * self.block + within]
+    tail_start = self.start + self._full * self.block * self.count
+    return self._parent[tail_start + self.index * self._tail_block + within]
+
+  def __str__(self) -> str:
+    return f"_ProcessBlocks(start={self.start}, block={self.block}, process={self.index} of {self.count})"
 
 
 @dataclasses.dataclass
@@ -177,7 +209,7 @@ class Pipeline:
 
   def dataset(self, start: int = 0) -> grain.IterDataset:
     """The Grain dataset of this process's batches from global stream position ``start``."""
-    ds = self.stream.slice(slice(int(start) + self.process_index, None, self.process_count))
+    ds = _ProcessBlocks(self.stream, start, self.batch_size, self.process_index, self.process_count)
     ds = ds.map(self.make_example)
     ds = ds.batch(self.batch_size, drop_remainder=self.drop_remainder, batch_fn=_stack)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=self.prefetch))
