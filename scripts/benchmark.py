@@ -63,10 +63,14 @@ def parse_args(argv: Sequence[str] | None):
                  help="rounds of --steps timed steps per framework (default 2 with --compare, else 1)")
   p.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch threads (JAX uses every core)")
   p.add_argument("--compare", choices=("torch",), default=None)
+  p.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
+                 help="where the PyTorch reference runs (cuda: timed with torch.cuda.synchronize)")
+  p.add_argument("--torch-compile", action="store_true", help="torch.compile the reference's networks")
   p.add_argument("--torch-tuned", action="store_true",
                  help="give the PyTorch process jaxgan's malloc setting too (jaxgan.host.keep_freed_memory)")
   p.add_argument("--peak", action="store_true", help="also measure the matmul peak")
-  p.add_argument("--plain", action="store_true", help="disable the fast_ops formulations")
+  p.add_argument("--plain", action="store_true",
+                 help="disable the fast_ops formulations (default: on for the CPU backend only)")
   p.add_argument("--remat", action="store_true", help="rematerialise generator blocks (config.remat)")
   p.add_argument("--cache-dir", default=None, help="persistent compilation cache; also time a cached compile")
   p.add_argument("--profile", type=int, default=0, metavar="N", help="print the N most expensive ops")

@@ -154,16 +154,16 @@ def test_config_mismatch_is_refused_but_step_counts_may_change(tmp_path):
 
 
 def test_pix2pix_demo_recipe_learns(tmp_path):
-  """A short run of the demo recipe (smaller) beats returning the input unchanged by a clear margin."""
-  # 100 steps: on the demo data whose facade colours follow the label classes, copying the input keeps more
-  # structure (SSIM 0.12) than before; 40 steps reached SSIM 0.08, 100 steps 0.17.
-  config = tiny_config("pix2pix_demo", ngf=16, ndf=16, n_layers_D=3, num_train_steps=100, batch_size=4,
-                       demo_train_size=64, demo_test_size=8, eval_batches=-1, log_every_steps=50)
+  """A short run of the demo recipe (smaller) beats predicting the mean image, not only copying the input;
+  the oracle (a second rendering of each target) stays ahead of it."""
+  config = tiny_config("pix2pix_demo", ngf=16, ndf=16, n_layers_D=3, num_train_steps=60, batch_size=4, lr=2e-3,
+                       demo_train_size=64, demo_test_size=8, eval_batches=-1, log_every_steps=20)
   result = train.train_and_evaluate(config, tmp_path).evaluation
   assert result["num_images"] == 8
-  assert result["l1"] < 0.7 * result["copy_input_l1"]
-  assert result["psnr"] > result["copy_input_psnr"] + 3.0
-  assert result["ssim"] > result["copy_input_ssim"]
+  assert result["l1"] < 0.85 * result["mean_image_l1"] < 0.5 * result["copy_input_l1"]
+  assert result["oracle_l1"] < 0.5 * result["l1"]
+  assert result["psnr"] > result["mean_image_psnr"] + 1.0
+  assert result["ssim"] > result["mean_image_ssim"]
 
 
 @pytest.mark.slow
@@ -174,5 +174,5 @@ def test_cyclegan_demo_recipe_learns(tmp_path, request):
                        demo_test_size=8, eval_batches=-1, log_every_steps=100, pool_size=20, input_nc=3,
                        output_nc=3)
   result = train.train_and_evaluate(config, tmp_path).evaluation
-  assert result["l1"] < 0.8 * result["copy_input_l1"]
-  assert result["BtoA_l1"] < 0.8 * result["BtoA_copy_input_l1"]
+  for d in ("", "BtoA_"):
+    assert result[d + "l1"] < 0.9 * result[d + "mean_image_l1"] < 0.5 * result[d + "copy_input_l1"]

@@ -51,7 +51,7 @@ def make_scene(rng: np.random.Generator, h: int, w: int) -> dict:
   s["clouds"] = rng.random((8, 4), dtype=np.float32)      # where clouds are (summer: white, winter: paler grey)
   s["forest_level"] = rng.uniform(0.5, 0.7)
   objects = []
-  n_houses, n_trees = int(rng.integers(0, 3)), int(rng.integers(3, 9))
+  n_houses, n_trees = int(rng.integers(0, 2)), int(rng.integers(2, 6))
   for k in range(n_houses + n_trees):
     x = w * rng.uniform(0.05, 0.95)
     top = float(s["near"][int(np.clip(x, 0, w - 1))])
@@ -207,7 +207,8 @@ def _tree(img: np.ndarray, o: dict, style: str, s: dict, rng: np.random.Generato
       half = (tw / 2) * (0.6 + 0.4 * (t + 1) / o["tiers"]) * (ys - apex) / span
       m = (ys >= apex) & (ys < apex + span) & (np.abs(dx) <= half)
       light = 1.0 + 0.2 * np.sign(dx) * (1 if s["sun"][0] > o["x"] else -1)
-      col = np.array((35, 85, 45), np.float32) * (0.85 if style == "winter" else 1.0) * light[..., None]
+      base = (35, 85, 45) if style == "summer" else (95, 112, 108)    # winter firs are frosted, like the woods
+      col = np.array(base, np.float32) * light[..., None]
       sub[m] = np.broadcast_to(col, m.shape + (3,))[m]
       if style == "winter":
         edge = apex + span * np.abs(dx) / max(1e-3, (tw / 2) * (0.6 + 0.4 * (t + 1) / o["tiers"]))

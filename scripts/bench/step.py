@@ -108,21 +108,34 @@ def build_torch_step(args):
   from torch.utils.flop_counter import FlopCounterMode
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
+  device = torch.device(getattr(args, "torch_device", "cpu"))
   s, n = args.size, args.batch
-  a, b = torch.rand(n, 3, s, s) * 2 - 1, torch.rand(n, 3, s, s) * 2 - 1
+  a, b = (torch.rand(n, 3, s, s, device=device) * 2 - 1 for _ in range(2))
   ngf = args.ngf or 64
+  compile_ = (lambda m: torch.compile(m)) if getattr(args, "torch_compile", False) else (lambda m: m)  # noqa: E731
   if args.model == "pix2pix":
-    g = R.define_G(3, 3, ngf, args.netG or "unet_256", norm="batch", use_dropout=True)
-    d = R.define_D(6, ngf, "basic", norm="batch")
+    g = R.define_G(3, 3, ngf, args.netG or "unet_256", norm="batch", use_dropout=True).to(device)
+    d = R.define_D(6, ngf, "basic", norm="batch").to(device)
     opt_g, opt_d = R.adam(g.parameters(), 2e-4, 0.5), R.adam(d.parameters(), 2e-4, 0.5)
-    run = lambda: R.pix2pix_iteration(g, d, opt_g, opt_d, a, b, "vanilla", 100.0)  # noqa: E731
+    g, d = compile_(g), compile_(d)
+    iteration = lambda: R.pix2pix_iteration(g, d, opt_g, opt_d, a, b, "vanilla", 100.0)  # noqa: E731
   else:
     netg = args.netG or "resnet_9blocks"
-    ga, gb = (R.define_G(3, 3, ngf, netg, norm="instance") for _ in range(2))
-    da, db = (R.define_D(3, ngf, "basic", norm="instance") for _ in range(2))
+    ga, gb = (R.define_G(3, 3, ngf, netg, norm="instance").to(device) for _ in range(2))
+    da, db = (R.define_D(3, ngf, "basic", norm="instance").to(device) for _ in range(2))
     opt_g = R.adam(list(ga.parameters()) + list(gb.parameters()), 2e-4, 0.5)
     opt_d = R.adam(list(da.parameters()) + list(db.parameters()), 2e-4, 0.5)
-    run = lambda: R.cyclegan_iteration(ga, gb, da, db, opt_g, opt_d, a, b, 10.0, 10.0, 0.5, "lsgan")  # noqa: E731
+    ga, gb, da, db = map(compile_, (ga, gb, da, db))
+    iteration = lambda: R.cyclegan_iteration(ga, gb, da, db, opt_g, opt_d, a, b, 10.0, 10.0, 0.5,  # noqa: E731
+                                             "lsgan")
+  autocast = args.dtype == "bfloat16"
+
+  def run():
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+      iteration()
+    if device.type == "cuda":
+      torch.cuda.synchronize()
+
   with FlopCounterMode(display=False) as counter:
     run()
   return run, float(counter.get_total_flops())
@@ -140,10 +153,10 @@ def run_step(args) -> dict:
   import numpy as np
   config = _config(args)
   from jaxgan.models import layers
-  layers.set_fast_ops(not args.plain)
+  layers.set_fast_ops(False if args.plain else None)   # None: on for the CPU backend only
   compiled, state, batch, stats = build_jax_step(args, config)
   out = {"model": args.model, "size": args.size, "batch": args.batch, "dtype": args.dtype,
-         "devices": len(jax.devices()), "threads": args.threads, "fast_ops": not args.plain,
+         "devices": len(jax.devices()), "threads": args.threads, "fast_ops": layers.fast_ops_enabled(),
          "remat": bool(config.remat), "netG": config.netG}
   out.update(stats)
 
@@ -166,7 +179,7 @@ def run_step(args) -> dict:
     # PyTorch runs in its own process: in this one its OpenMP threads would spin
     # against JAX's thread pool and slow both down.
     worker = TorchWorker(args.threads, args.torch_tuned)
-    out["torch_tuned"] = args.torch_tuned
+    out.update(torch_tuned=args.torch_tuned, torch_device=args.torch_device, torch_compile=args.torch_compile)
     out["torch_flops_per_step"] = worker.call("build", "bench.step:torch_step_thunks", vars(args))
     torch_step = lambda: worker.call("run", "step")  # noqa: E731
   if args.profile:
@@ -195,13 +208,18 @@ def run_step(args) -> dict:
   if worker is not None:
     worker.close()
   if args.peak:
-    out.update(measure_peak(torch_too=args.compare == "torch"))
+    on_cpu = jax.default_backend() == "cpu"
+    out.update(measure_peak(n=2048 if on_cpu else 8192, torch_too=args.compare == "torch", dtype=args.dtype))
     peak = out["peak_gflops"]
     work = out.get("torch_flops_per_step", out["flops_per_step"])
     out["frac_peak"] = round(work / med / 1e9 / peak, 3)
     if torch_step is not None:
       out["torch_frac_peak"] = round(work / med_t / 1e9 / peak, 3)
   out["peak_rss_mb"] = round(rss_mb(), 1)
+  out["backend"] = jax.default_backend()
+  mem = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in mem:   # accelerators: the device's peak memory in this process
+    out["device_peak_mb"] = round(mem["peak_bytes_in_use"] / 2 ** 20, 1)
   out["date"] = time.strftime("%Y-%m-%d")
   out["step_times_s"] = [round(t, 3) for t in times]
   if times_t:
