@@ -168,11 +168,14 @@ def test_pix2pix_demo_recipe_learns(tmp_path):
 
 @pytest.mark.slow
 def test_cyclegan_demo_recipe_learns(tmp_path, request):
+  """The shipped CycleGAN demo recipe, run in full (4-5 minutes on 2 cores), beats predicting the mean image
+  by at least 20% in L1 in both directions (README: 32% / 26%). Shorter or smaller runs do not: 1,000 steps
+  of the recipe, or 1,000 steps at 32x32, end at or above the mean image."""
   if "slow" not in (request.config.getoption("markexpr") or ""):
-    pytest.skip("slow (about 2 minutes): run with -m slow")
-  config = tiny_config("cyclegan_demo", ngf=16, ndf=16, num_train_steps=400, batch_size=1, demo_train_size=100,
-                       demo_test_size=8, eval_batches=-1, log_every_steps=100, pool_size=20, input_nc=3,
-                       output_nc=3)
+    pytest.skip("slow (about 5 minutes): run with -m slow")
+  config = cli.load_config_file(str(ROOT / "configs" / "cyclegan_demo.py"))
   result = train.train_and_evaluate(config, tmp_path).evaluation
+  assert result["num_images"] == 50
   for d in ("", "BtoA_"):
-    assert result[d + "l1"] < 0.9 * result[d + "mean_image_l1"] < 0.5 * result[d + "copy_input_l1"]
+    assert result[d + "l1"] < 0.8 * result[d + "mean_image_l1"] < 0.5 * result[d + "copy_input_l1"]
+    assert result[d + "oracle_l1"] < 0.5 * result[d + "l1"]
