@@ -127,6 +127,7 @@ def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "tes
   numbers do not depend on the batch size.
   """
   from jaxgan import data
+  from jaxgan.data import demo
   model = objectives.for_config(config)
   pipeline = data.create_pipeline(config, split=split, shuffle=False, process_index=0, process_count=1,
                                   num_epochs=1)
@@ -136,7 +137,6 @@ def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "tes
   target = {"AtoB": "B", "BtoA": "A"}
   prefix = {"AtoB": "", "BtoA": "BtoA_"}
   same_nc = int(config.input_nc) == int(config.output_nc)
-  from jaxgan.data import demo
   oracle_config = demo.oracle_config(config) if pipeline.paired else None
   oracle = None if oracle_config is None else data.create_pipeline(
       oracle_config, split=split, shuffle=False, process_index=0, process_count=1, num_epochs=1).iterator()

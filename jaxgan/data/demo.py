@@ -173,4 +173,3 @@ def oracle_config(config: Any) -> ml_collections.ConfigDict | None:
   oracle = ml_collections.ConfigDict(config.to_dict())
   oracle.demo_noise = int(config.get("demo_noise", 0)) + 1
   return oracle
-

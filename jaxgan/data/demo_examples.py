@@ -1,9 +1,6 @@
-"""Example-image grids of the built-in demo datasets, for the docs.
+"""Example-image grids of the built-in demo datasets, for the docs (``docs/demo_*.png``).
 
-    python -m jaxgan.data.demo_examples --write-examples docs/
-
-A module of its own so that ``python -m`` does not run :mod:`jaxgan.data.demo`,
-which the package imports (its backends register at import).
+``python scripts/write_demo_examples.py [DIR]`` writes them; this module only draws.
 """
 from __future__ import annotations
 
