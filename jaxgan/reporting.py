@@ -230,6 +230,26 @@ class HtmlPage:
 # ----------------------------------------------------------------- reporter
 
 
+def _tensorboardx():
+  """``import tensorboardX`` without importing PyTorch.
+
+  tensorboardX's writer imports torch when it is installed (only to accept
+  torch tensors, which jaxgan never passes): about 1.3-1.9 s of every CLI start
+  on a machine with torch. When torch is not loaded yet, the import is made to
+  fail just for that one import, and torch stays importable afterwards.
+  """
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    import tensorboardX
+    return tensorboardX
+  sys.modules["torch"] = None   # `import torch` raises ImportError while this is set
+  try:
+    import tensorboardX
+  finally:
+    if sys.modules.get("torch", 0) is None:
+      del sys.modules["torch"]
+  return tensorboardX
+
+
 class Reporter:
   """TensorBoard + HTML page + optional W&B for one run (no-op on processes other than 0)."""
 
@@ -240,7 +260,7 @@ class Reporter:
     self._tb = self._wandb = self.page = None
     if not enabled:
       return
-    from tensorboardX import SummaryWriter
+    SummaryWriter = _tensorboardx().SummaryWriter
     # purge_step drops events a preempted run wrote after the step we resume from.
     self._tb = SummaryWriter(logdir=str(self.workdir / TB_SUBDIR), purge_step=start_step or None, flush_secs=30)
     self.page = HtmlPage(self.workdir / WEB_SUBDIR, title or f"jaxgan {config.model} on {config.dataset}")
@@ -294,6 +314,7 @@ def read_scalars(workdir: str | Path) -> dict[str, list[tuple[int, float]]]:
   at or after the resumed step.
   """
   import struct
+  _tensorboardx()
   from tensorboardX.proto import event_pb2
   folder = Path(workdir) / TB_SUBDIR
   files = sorted(folder.glob("events.out.tfevents.*"), key=lambda p: (int(p.name.split(".")[3]), p.name)) \
