@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 def enable_compilation_cache() -> None:
   """JAX's persistent compilation cache in $JAXGAN_CACHE_DIR (default ~/.cache/jaxgan/xla)."""
   import jax
-  cache = os.environ.get("JAXGAN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "jaxgan", "xla")
+  from jaxgan import calibration
+  cache = calibration.default_dir()   # the calibration file lives there too
   try:
     os.makedirs(cache, exist_ok=True)
   except OSError:
@@ -106,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   _setup_logging(args.log_level)
   try:
     enable_compilation_cache()
+    if getattr(command, "RUNS_GENERATORS", False):
+      from jaxgan import calibration
+      calibration.ensure()   # once per processor and JAX version (~5-10 s), then read from the cache
     return int(command.run(args))
   except UsageError as e:
     print(f"jaxgan {args.command}: error: {e}", file=sys.stderr)

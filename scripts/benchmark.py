@@ -42,6 +42,8 @@ MODES: dict[str, tuple[str, str]] = {
     "--data": ("benchmark_data", "input-pipeline throughput: the other arguments go to scripts/benchmark_data.py"),
     "--sharded-flops": ("bench.sharded", "FLOPs of the sharded step on N devices against one: the other arguments "
                                          "go to scripts/bench/sharded.py"),
+    "--translate": ("bench.translate", "images/s of jaxgan translate's code path on a folder of photos against "
+                                       "the PyTorch generator: the other arguments go to scripts/bench/translate.py"),
     "--fid": ("bench_fid", "FID Inception features/s against pytorch-fid: the other arguments go to "
                            "scripts/bench_fid.py"),
 }

@@ -12,6 +12,10 @@ import os
 
 import pytest
 
+# The CLI calibrates the layer forms per processor (jaxgan.calibration); in the suite every run
+# uses the fixed default, so results do not depend on a timing. tests/test_calibration.py turns it on.
+os.environ.setdefault("JAXGAN_CALIBRATION", "0")
+
 
 def torch_required_by_env() -> bool:
   """True when ``JAXGAN_REQUIRE_TORCH`` asks for torch-needing tests to fail, not skip."""

@@ -4,7 +4,9 @@ A command is a module of this package with ``NAME`` (the sub-command word),
 ``HELP`` (one line for ``jaxgan --help``), ``add_parser(subparsers)`` (adds its
 argparse sub-parser) and ``run(args) -> int`` (the exit status). Commands that
 take ``--config.KEY=VALUE`` overrides set ``TAKES_CONFIG_OVERRIDES = True`` and
-receive them as ``args.config_overrides``.
+receive them as ``args.config_overrides``. Commands that build and run the
+networks set ``RUNS_GENERATORS = True``: the CLI first installs this processor's
+layer-form calibration (:func:`jaxgan.calibration.ensure`).
 """
 from __future__ import annotations
 

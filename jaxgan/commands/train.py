@@ -5,6 +5,7 @@ import argparse
 import sys
 
 NAME = "train"
+RUNS_GENERATORS = True   # the CLI calibrates the layer forms first (jaxgan.calibration)
 HELP = "train a model (resumes from WORKDIR's newest checkpoint)"
 TAKES_CONFIG_OVERRIDES = True
 

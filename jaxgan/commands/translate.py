@@ -5,6 +5,7 @@ import argparse
 import sys
 
 NAME = "translate"
+RUNS_GENERATORS = True   # the CLI calibrates the layer forms first (jaxgan.calibration)
 HELP = "translate an image file or a folder of images with a trained model"
 
 

@@ -19,7 +19,9 @@ and normalisation statistics are always computed in float32.
 Fast formulations: the convolutions, reflection padding and instance norm use
 the equal-math forms of :mod:`jaxgan.models.fast_ops` (same parameters, same
 values and gradients up to float rounding) where they pay off -- by default on
-the CPU backend, where XLA's plain forms hit slow paths. ``set_fast_ops`` /
+the CPU backend, where XLA's plain forms hit slow paths, for each layer family
+whose fast form this processor's calibration (:mod:`jaxgan.calibration`, run
+once by the ``jaxgan`` program) did not find slower. ``set_fast_ops`` /
 ``fast_ops`` override that; the choice is read when a step is traced, so set it
 before ``jax.jit`` compiles the step.
 """
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxgan.config import INIT_TYPES, NORMS, check_choice  # noqa: F401  (the one table of choices)
+from jaxgan import calibration
 from jaxgan.models import fast_ops as F
 
 Dtype = Any
@@ -52,13 +55,19 @@ def set_fast_ops(enabled: bool | None) -> None:
   _FAST_OPS = enabled
 
 
-def fast_ops_enabled() -> bool:
-  """Whether layers traced now use ``fast_ops``: the explicit setting, else on for the CPU backend.
+def fast_ops_enabled(family: str | None = None) -> bool:
+  """Whether layers traced now use ``fast_ops``: the explicit setting, else on for the CPU backend
+  where this processor's calibration (``jaxgan.calibration``) has not found the plain form of
+  ``family`` (``conv``, ``conv_transpose``, ``pad``, ``instance_norm``) faster.
 
   The formulations target XLA:CPU's slow paths (see ``fast_ops``); on GPU/TPU
   the plain forms map onto the vendor convolution libraries directly.
   """
-  return jax.default_backend() == "cpu" if _FAST_OPS is None else _FAST_OPS
+  if _FAST_OPS is not None:
+    return _FAST_OPS
+  if jax.default_backend() != "cpu":
+    return False
+  return True if family is None else calibration.choice(family)
 
 
 @contextlib.contextmanager
@@ -139,7 +148,7 @@ class Conv2d(nn.Module):
     k, p = self.kernel_size, self.padding
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
     xc, kc = x.astype(self.dtype), kernel.astype(self.dtype)
-    conv = F.conv2d_fast if fast_ops_enabled() else F.conv2d
+    conv = F.conv2d_fast if fast_ops_enabled("conv") else F.conv2d
     y = conv(xc, kc, self.stride, p)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
@@ -177,7 +186,7 @@ class ConvTranspose2d(nn.Module):
       raise ValueError(f"ConvTranspose2d: need 0 <= padding <= k-1 and 0 <= output_padding < stride, "
                        f"got k={k}, stride={s}, padding={p}, output_padding={op}")
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
-    transpose = F.conv_transpose_fast if fast_ops_enabled() else F.conv_transpose_plain
+    transpose = F.conv_transpose_fast if fast_ops_enabled("conv_transpose") else F.conv_transpose_plain
     y = transpose(x.astype(self.dtype), kernel.astype(self.dtype), s, p, op)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
@@ -189,7 +198,7 @@ def reflection_pad(x: jax.Array, pad: int) -> jax.Array:
   """torch ``ReflectionPad2d(pad)`` on NHWC (edge not repeated); needs ``pad < H, W``."""
   if pad >= x.shape[1] or pad >= x.shape[2]:
     raise ValueError(f"reflection padding {pad} needs H and W > {pad}, got shape {tuple(x.shape)}")
-  return F.reflection_pad(x, pad) if fast_ops_enabled() else F.reflection_pad_plain(x, pad)
+  return F.reflection_pad(x, pad) if fast_ops_enabled("pad") else F.reflection_pad_plain(x, pad)
 
 
 # ----------------------------------------------------------------------------- norms
@@ -258,7 +267,7 @@ class InstanceNorm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     del train
-    norm = F.instance_norm if fast_ops_enabled() else F.instance_norm_plain
+    norm = F.instance_norm if fast_ops_enabled("instance_norm") else F.instance_norm_plain
     return norm(x, self.epsilon).astype(self.dtype)
 
 
