@@ -152,12 +152,15 @@ def run_step(args) -> dict:
   import jax
   import numpy as np
   config = _config(args)
+  from jaxgan import calibration
   from jaxgan.models import layers
-  layers.set_fast_ops(False if args.plain else None)   # None: on for the CPU backend only
+  layers.set_fast_ops(False if args.plain else None)   # None: on for the CPU backend only, per calibration
+  calibrated = calibration.ensure()   # as the jaxgan program does (read from its cache after the first time)
   compiled, state, batch, stats = build_jax_step(args, config)
   out = {"model": args.model, "size": args.size, "batch": args.batch, "dtype": args.dtype,
          "devices": len(jax.devices()), "threads": args.threads, "fast_ops": layers.fast_ops_enabled(),
-         "remat": bool(config.remat), "netG": config.netG}
+         "remat": bool(config.remat), "netG": config.netG,
+         "calibration": {"source": calibrated["source"], **calibrated.get("choices", {})}}
   out.update(stats)
 
   if args.steps == 0:   # compile only: XLA's FLOPs and buffer sizes, no timing

@@ -123,7 +123,8 @@ def run_translate(argv=None) -> dict:
   import jax
   import numpy as np
   from jaxgan import config as config_lib
-  from jaxgan import inference, objectives
+  from jaxgan import calibration, inference, objectives
+  calibration.ensure()   # as the jaxgan program does
   if args.model == "cyclegan":
     config = config_lib.get_cyclegan_base_config()
   else:
