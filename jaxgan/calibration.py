@@ -53,6 +53,11 @@ def choice(family: str) -> bool:
   return _CHOICES.get(family, True)
 
 
+def choices() -> dict[str, bool]:
+  """The installed choices (empty: the defaults, every fast form)."""
+  return dict(_CHOICES)
+
+
 def set_choices(choices: dict[str, bool] | None) -> None:
   """Install ``choices`` (family -> fast form wins), or None to go back to the defaults."""
   _CHOICES.clear()

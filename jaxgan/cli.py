@@ -57,6 +57,8 @@ def enable_compilation_cache() -> None:
     return   # an unwritable home is no reason to fail
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  from jaxgan import aot_cache
+  aot_cache.set_directory(cache)   # whole compiled steps too: a restart skips tracing them
 
 
 def _setup_logging(level: str) -> None:

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 import jaxgan
-from jaxgan import checkpoint, checks, objectives, parallel, reporting
+from jaxgan import aot_cache, checkpoint, checks, objectives, parallel, reporting
 from jaxgan.preemption import StopAgreement, StopSignal
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,10 @@ def init_state(model, config: ml_collections.ConfigDict, batch: Mapping[str, Any
   key = ("init", model.__name__, _config_key(config))
   if key not in _COMPILED:
     _COMPILED[key] = jax.jit(lambda rng, b: model.init(rng, config, b))
-  return _COMPILED[key](jax.random.PRNGKey(seed), batch)
+  args = (jax.random.PRNGKey(seed), batch)
+  init = aot_cache.compile_cached(_COMPILED[key], args, name=model.__name__.rsplit(".", 1)[-1] + "-init",
+                                  parts=(_config_key(config),))   # the jaxgan program: no tracing on a restart
+  return init(*args)
 
 
 def compiled_train_step(model, config: ml_collections.ConfigDict, mesh) -> Any:
@@ -174,6 +177,10 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
   total = total_steps(config)
   state, step = run.state, run.start
   step_fn = compiled_train_step(run.model, config, run.mesh)
+  step_fn = aot_cache.compile_cached(   # the jaxgan program: a restart loads the step without tracing it
+      step_fn, (state, parallel.shard_batch(run.first, run.mesh)),
+      name=run.model.__name__.rsplit(".", 1)[-1] + "-train-step",
+      parts=(_config_key(config), tuple(d.id for d in run.mesh.devices.flat)))
   if jax.process_count() > 1:   # all compiled before the first collective (gloo waits 30 s for peers)
     parallel.compile_everywhere(step_fn, state, parallel.shard_batch(run.first, run.mesh))
   images_per_step = int(config.batch_size)

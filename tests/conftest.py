@@ -15,6 +15,9 @@ import pytest
 # The CLI calibrates the layer forms per processor (jaxgan.calibration); in the suite every run
 # uses the fixed default, so results do not depend on a timing. tests/test_calibration.py turns it on.
 os.environ.setdefault("JAXGAN_CALIBRATION", "0")
+# Likewise the CLI's cache of whole compiled steps (jaxgan.aot_cache), which cannot see a test's
+# monkeypatches; tests/test_aot_cache.py turns it on.
+os.environ.setdefault("JAXGAN_AOT_CACHE", "0")
 
 
 def torch_required_by_env() -> bool:

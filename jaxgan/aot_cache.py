@@ -1,0 +1,128 @@
+"""Compiled programs saved whole, so that a restart skips tracing and lowering too.
+
+JAX's persistent compilation cache (which the ``jaxgan`` program turns on)
+saves XLA's compile, but every start still traces the train step and lowers it
+to StableHLO to compute that cache's key: 1-2.5 s per start for the demo
+recipes on a 2-core CPU. This cache stores the compiled executable itself
+(``jax.experimental.serialize_executable``) under a key of everything the
+program depends on -- the source of the ``jaxgan`` package, the name and
+configuration of the program, the shapes, dtypes and shardings of its
+arguments, the versions of jax, jaxlib, flax and optax, ``XLA_FLAGS``, the
+JAX settings that change lowering, the devices, and the layer-form
+calibration -- and loads it without tracing.
+
+Only the ``jaxgan`` program uses it (``cli.enable_compilation_cache`` calls
+:func:`set_directory`); library calls are unaffected. Files live in
+``jaxgan-aot/`` inside the compilation cache folder; ``JAXGAN_AOT_CACHE=0``
+turns it off. Multi-process runs do not use it (every process compiles the
+same program together). Any failure to load or save falls back to the normal
+jit path with a warning: this cache never stops a run. The files are pickles
+written by this user's own runs (as JAX's cache files are); do not point the
+cache at a folder others can write.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Sequence
+
+log = logging.getLogger(__name__)
+
+ENV = "JAXGAN_AOT_CACHE"
+SUBDIR = "jaxgan-aot"
+_DIRECTORY: Path | None = None
+_LOADED: dict[str, Any] = {}    # key -> Compiled, so that a second call in the process reads no file
+
+
+def set_directory(cache_dir: str | os.PathLike | None) -> None:
+  """Use ``cache_dir/jaxgan-aot`` for compiled programs (None: off)."""
+  global _DIRECTORY
+  _DIRECTORY = None if cache_dir is None else Path(cache_dir) / SUBDIR
+
+
+def directory() -> Path | None:
+  """The folder in use, or None when the cache is off (not set, ``JAXGAN_AOT_CACHE=0``, or several processes)."""
+  import jax
+  if _DIRECTORY is None or os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    return None
+  if jax.process_count() > 1:
+    return None
+  return _DIRECTORY
+
+
+@functools.lru_cache(maxsize=1)
+def source_hash() -> str:
+  """SHA-256 of every ``.py`` file of the ``jaxgan`` package (names and contents)."""
+  root = Path(__file__).resolve().parent
+  h = hashlib.sha256()
+  for path in sorted(root.rglob("*.py")):
+    h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+  return h.hexdigest()
+
+
+def _leaf_signature(x: Any) -> str:
+  import numpy as np
+  shape, dtype = tuple(np.shape(x)), str(getattr(x, "dtype", np.asarray(x).dtype))
+  sharding = getattr(x, "sharding", None)
+  return f"{shape}{dtype}{sharding!r}" if sharding is not None else f"{shape}{dtype}"
+
+
+def cache_key(name: str, parts: Sequence[Any], args: Sequence[Any]) -> str:
+  """The key of program ``name`` configured by ``parts`` and called on ``args``."""
+  import flax
+  import jax
+  import jaxlib
+  import optax
+  from jaxgan import calibration
+  leaves, treedef = jax.tree_util.tree_flatten(list(args))
+  ident = {
+      "name": name, "parts": [str(p) for p in parts], "tree": str(treedef),
+      "leaves": [_leaf_signature(x) for x in leaves], "source": source_hash(),
+      "versions": [jax.__version__, jaxlib.__version__, flax.__version__, optax.__version__],
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "jax_config": [str(getattr(jax.config, k)) for k in ("jax_enable_x64", "jax_default_matmul_precision",
+                                                       "jax_default_prng_impl", "jax_threefry_partitionable")],
+      "devices": [(d.platform, d.device_kind, d.id) for d in jax.devices()],
+      "calibration": sorted(calibration.choices().items()),
+  }
+  return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def compile_cached(jitted: Any, args: Sequence[Any], *, name: str, parts: Sequence[Any] = ()) -> Any:
+  """``jitted`` compiled for ``args``: loaded from the cache when it holds this program, else compiled
+  (through JAX's own cache) and saved. Returns the ``jax.stages.Compiled`` or, with the cache off,
+  ``jitted`` itself. The result accepts only arguments of the same shapes, dtypes and shardings."""
+  folder = directory()
+  if folder is None:
+    return jitted
+  from jax.experimental import serialize_executable
+  try:
+    path = folder / f"{name}-{cache_key(name, parts, args)}.bin"
+  except Exception as e:  # noqa: BLE001 - an argument without a signature: use the normal path
+    log.warning("not caching %s: %s", name, e)
+    return jitted
+  if path.name in _LOADED:
+    return _LOADED[path.name]
+  if path.is_file():
+    try:
+      with open(path, "rb") as f:
+        payload, in_tree, out_tree = pickle.load(f)
+      _LOADED[path.name] = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+      return _LOADED[path.name]
+    except Exception as e:  # noqa: BLE001 - a stale or broken file is compiled again and replaced
+      log.warning("could not load the cached %s from %s (%s); compiling it again", name, path, e)
+  compiled = _LOADED[path.name] = jitted.lower(*args).compile()
+  try:
+    blob = pickle.dumps(serialize_executable.serialize(compiled))
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, path)
+  except Exception as e:  # noqa: BLE001 - e.g. an executable with constants, or an unwritable folder
+    log.warning("could not save the compiled %s to %s (%s)", name, folder, e)
+  return compiled
