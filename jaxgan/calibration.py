@@ -35,37 +35,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from jaxgan.models.form_choices import FAMILIES, choice, choices, set_choices  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
 
 FILE_NAME = "jaxgan-calibration.json"
 ENV = "JAXGAN_CALIBRATION"
-FAMILIES = ("conv", "conv_transpose", "pad", "instance_norm")
 PLAIN_MARGIN = 0.9   # the plain form is chosen only when it takes under 0.9 of the fast form's time
 VERSION = 1          # bump when the measured cases change: older entries are measured again
-
-_CHOICES: dict[str, bool] = {}     # family -> use the fast form; empty: not calibrated (defaults)
-
-
-def choice(family: str) -> bool:
-  """Whether the fast form of ``family`` is used on a CPU (True unless calibration chose the plain one)."""
-  if family not in FAMILIES:
-    raise KeyError(f"unknown layer family {family!r}; known: {', '.join(FAMILIES)}")
-  return _CHOICES.get(family, True)
-
-
-def choices() -> dict[str, bool]:
-  """The installed choices (empty: the defaults, every fast form)."""
-  return dict(_CHOICES)
-
-
-def set_choices(choices: dict[str, bool] | None) -> None:
-  """Install ``choices`` (family -> fast form wins), or None to go back to the defaults."""
-  _CHOICES.clear()
-  if choices:
-    unknown = set(choices) - set(FAMILIES)
-    if unknown:
-      raise KeyError(f"unknown layer families {sorted(unknown)}; known: {', '.join(FAMILIES)}")
-    _CHOICES.update({k: bool(v) for k, v in choices.items()})
 
 
 def machine_key() -> str:
@@ -134,8 +111,8 @@ def ensure(cache_dir: str | os.PathLike | None = None, *, measure: Callable[[], 
   t0 = time.perf_counter()
   timings = (measure or measure_families)()
   # the plain form has to win clearly: the fast forms won at every measured shape on two processor kinds
-  choices = {fam: not t["plain_s"] < PLAIN_MARGIN * t["fast_s"] for fam, t in timings.items()}
-  entry = {"choices": choices, "timings": timings, "seconds": round(time.perf_counter() - t0, 2),
+  chosen = {fam: not t["plain_s"] < PLAIN_MARGIN * t["fast_s"] for fam, t in timings.items()}
+  entry = {"choices": chosen, "timings": timings, "seconds": round(time.perf_counter() - t0, 2),
            "date": time.strftime("%Y-%m-%d"), "machine": f"{_processor()[0]}, {os.cpu_count()} cores"}
   entries[key] = entry
   try:
@@ -145,9 +122,9 @@ def ensure(cache_dir: str | os.PathLike | None = None, *, measure: Callable[[], 
     os.replace(tmp, path)
   except OSError as e:
     log.warning("could not write the calibration to %s (%s); it holds for this process only", path, e)
-  set_choices(choices)
+  set_choices(chosen)
   log.info("calibrated the layer forms for this processor in %.1f s: %s", entry["seconds"],
-           ", ".join(f"{k} {'fast' if v else 'plain'}" for k, v in choices.items()))
+           ", ".join(f"{k} {'fast' if v else 'plain'}" for k, v in chosen.items()))
   return {**entry, "source": "measured", "path": str(path)}
 
 

@@ -35,8 +35,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxgan.config import INIT_TYPES, NORMS, check_choice  # noqa: F401  (the one table of choices)
-from jaxgan import calibration
 from jaxgan.models import fast_ops as F
+from jaxgan.models import form_choices
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -67,7 +67,7 @@ def fast_ops_enabled(family: str | None = None) -> bool:
     return _FAST_OPS
   if jax.default_backend() != "cpu":
     return False
-  return True if family is None else calibration.choice(family)
+  return True if family is None else form_choices.choice(family)
 
 
 @contextlib.contextmanager

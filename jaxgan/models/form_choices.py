@@ -1,0 +1,33 @@
+"""Which layer forms the layers trace on a CPU: the fast ``fast_ops`` form or the plain one, per family.
+
+Pure state, set by :mod:`jaxgan.calibration` (which measures them once per
+processor) or by hand; read by :func:`jaxgan.models.layers.fast_ops_enabled`
+when a network is traced. Empty means the default: every fast form.
+"""
+from __future__ import annotations
+
+FAMILIES = ("conv", "conv_transpose", "pad", "instance_norm")
+
+_CHOICES: dict[str, bool] = {}     # family -> use the fast form
+
+
+def choice(family: str) -> bool:
+  """Whether the fast form of ``family`` is used on a CPU (True unless the plain one was chosen)."""
+  if family not in FAMILIES:
+    raise KeyError(f"unknown layer family {family!r}; known: {', '.join(FAMILIES)}")
+  return _CHOICES.get(family, True)
+
+
+def choices() -> dict[str, bool]:
+  """The installed choices (empty: the defaults, every fast form)."""
+  return dict(_CHOICES)
+
+
+def set_choices(new: dict[str, bool] | None) -> None:
+  """Install ``new`` (family -> the fast form wins), or None to go back to the defaults."""
+  _CHOICES.clear()
+  if new:
+    unknown = set(new) - set(FAMILIES)
+    if unknown:
+      raise KeyError(f"unknown layer families {sorted(unknown)}; known: {', '.join(FAMILIES)}")
+    _CHOICES.update({k: bool(v) for k, v in new.items()})
