@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     enable_compilation_cache()
     if getattr(command, "RUNS_GENERATORS", False):
       from jaxgan import calibration
-      calibration.ensure()   # once per processor and JAX version (~5-10 s), then read from the cache
+      calibration.ensure()   # once per processor and JAX version (~2.5 s), then read from the cache
     return int(command.run(args))
   except UsageError as e:
     print(f"jaxgan {args.command}: error: {e}", file=sys.stderr)

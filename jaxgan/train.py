@@ -71,13 +71,18 @@ def _config_key(config: ml_collections.ConfigDict) -> str:
   return json.dumps(config.to_dict(), sort_keys=True)
 
 
+def _program_name(model, what: str) -> str:
+  """``pix2pix-init``, ``cyclegan-train-step``, ...: the name of a cached program of ``model``."""
+  return model.__name__.rsplit(".", 1)[-1] + "-" + what
+
+
 def init_state(model, config: ml_collections.ConfigDict, batch: Mapping[str, Any], seed: int) -> Any:
   """``model.init`` on ``batch`` (jitted, compiled once per config), from ``PRNGKey(seed)``."""
   key = ("init", model.__name__, _config_key(config))
   if key not in _COMPILED:
     _COMPILED[key] = jax.jit(lambda rng, b: model.init(rng, config, b))
   args = (jax.random.PRNGKey(seed), batch)
-  init = aot_cache.compile_cached(_COMPILED[key], args, name=model.__name__.rsplit(".", 1)[-1] + "-init",
+  init = aot_cache.compile_cached(_COMPILED[key], args, name=_program_name(model, "init"),
                                   parts=(_config_key(config),))   # the jaxgan program: no tracing on a restart
   return init(*args)
 
@@ -176,13 +181,13 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
   main_process = parallel.is_main_process()
   total = total_steps(config)
   state, step = run.state, run.start
-  step_fn = compiled_train_step(run.model, config, run.mesh)
+  first_batch = parallel.shard_batch(run.first, run.mesh)
   step_fn = aot_cache.compile_cached(   # the jaxgan program: a restart loads the step without tracing it
-      step_fn, (state, parallel.shard_batch(run.first, run.mesh)),
-      name=run.model.__name__.rsplit(".", 1)[-1] + "-train-step",
+      compiled_train_step(run.model, config, run.mesh), (state, first_batch),
+      name=_program_name(run.model, "train-step"),
       parts=(_config_key(config), tuple(d.id for d in run.mesh.devices.flat)))
   if jax.process_count() > 1:   # all compiled before the first collective (gloo waits 30 s for peers)
-    parallel.compile_everywhere(step_fn, state, parallel.shard_batch(run.first, run.mesh))
+    parallel.compile_everywhere(step_fn, state, first_batch)
   images_per_step = int(config.batch_size)
   every = lambda key: int(config.get(key, 0) or 0)  # noqa: E731
   due = lambda key: every(key) > 0 and step % every(key) == 0  # noqa: E731
