@@ -11,6 +11,13 @@ arguments, the versions of jax, jaxlib, flax and optax, ``XLA_FLAGS``, the
 JAX settings that change lowering, the devices, and the layer-form
 calibration -- and loads it without tracing.
 
+A program that JAX's cache supplied is not saved here: on XLA:CPU (jax 0.10) an
+executable that was itself deserialised serialises without part of its code,
+and loading that file fails when the program runs ("Function ... not found").
+Such a program is saved on the first start that compiles it afresh (after JAX's
+cache entry is gone, e.g. ``JAXGAN_CACHE_DIR`` pointed elsewhere); until then
+every start costs tracing and lowering only.
+
 Only the ``jaxgan`` program uses it (``cli.enable_compilation_cache`` calls
 :func:`set_directory`); library calls are unaffected. Files live in
 ``jaxgan-aot/`` inside the compilation cache folder; ``JAXGAN_AOT_CACHE=0``
@@ -37,6 +44,23 @@ ENV = "JAXGAN_AOT_CACHE"
 SUBDIR = "jaxgan-aot"
 _DIRECTORY: Path | None = None
 _LOADED: dict[str, Any] = {}    # key -> Compiled, so that a second call in the process reads no file
+_JAX_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+_jax_cache_hits = 0
+_listening = False
+
+
+def _count_jax_cache_hit(event: str, **_kwargs: Any) -> None:
+  global _jax_cache_hits
+  if event == _JAX_CACHE_HIT_EVENT:
+    _jax_cache_hits += 1
+
+
+def _listen_for_jax_cache_hits() -> None:
+  global _listening
+  if not _listening:
+    import jax.monitoring
+    jax.monitoring.register_event_listener(_count_jax_cache_hit)
+    _listening = True
 
 
 def set_directory(cache_dir: str | os.PathLike | None) -> None:
@@ -116,7 +140,13 @@ def compile_cached(jitted: Any, args: Sequence[Any], *, name: str, parts: Sequen
       return _LOADED[path.name]
     except Exception as e:  # noqa: BLE001 - a stale or broken file is compiled again and replaced
       log.warning("could not load the cached %s from %s (%s); compiling it again", name, path, e)
+  _listen_for_jax_cache_hits()
+  hits = _jax_cache_hits
   compiled = _LOADED[path.name] = jitted.lower(*args).compile()
+  if _jax_cache_hits != hits:
+    log.info("not saving %s: JAX's compilation cache supplied it, and a re-serialised executable is "
+             "incomplete on XLA:CPU", name)
+    return compiled
   try:
     blob = pickle.dumps(serialize_executable.serialize(compiled))
     folder.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import jax
 import jax.numpy as jnp
@@ -116,3 +117,42 @@ def test_a_second_cli_start_loads_init_and_step_without_tracing(tmp_path, monkey
   finally:
     aot_cache.set_directory(None)
     aot_cache._LOADED.clear()   # pylint: disable=protected-access
+
+
+_JAX_CACHE_THEN_AOT = r"""
+import os, sys
+import jax, jax.numpy as jnp
+cache, mode = sys.argv[1], sys.argv[2]
+jax.config.update("jax_compilation_cache_dir", cache)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+from jaxgan import aot_cache
+
+def f(x):   # slices, reflect padding and a broadcast: fusions that XLA:CPU compiles to separate functions
+  y = jnp.pad(x, ((1, 1), (1, 1)), mode="reflect")
+  return jnp.tanh(y[::2, ::2] * 2.0 + jnp.sin(y[1::2, 1::2])).sum() + jnp.broadcast_to(x[:1], x.shape).mean()
+
+x = jnp.arange(64.0).reshape(8, 8)
+fn = jax.jit(f)
+if mode == "aot":
+  aot_cache.set_directory(cache)
+  fn = aot_cache.compile_cached(fn, (x,), name="toy", parts=())
+print(repr(float(fn(x))))
+"""
+
+
+def test_a_program_from_jax_s_cache_is_not_saved_half_empty(tmp_path):
+  # A program first compiled by a plain jit (JAX's cache has it; e.g. an older jaxgan source) and then
+  # asked of the AOT cache: re-serialising the executable JAX's cache supplied loses code on XLA:CPU, and
+  # the third start, loading that file, failed with "NOT_FOUND: Function ... not found".
+  import subprocess
+  import sys
+  env = {**os.environ, aot_cache.ENV: "1"}
+  outs = []
+  for mode in ("plain", "aot", "aot"):
+    proc = subprocess.run([sys.executable, "-c", _JAX_CACHE_THEN_AOT, str(tmp_path), mode], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    outs.append(proc.stdout.strip().splitlines()[-1])
+  assert outs[0] == outs[1] == outs[2]
+  assert not list((tmp_path / aot_cache.SUBDIR).glob("toy-*.bin"))   # never saved from JAX's copy
