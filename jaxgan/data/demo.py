@@ -65,8 +65,10 @@ def seasons_example(scene: int, *, style: str, split: str = "train", size: int =
   stream = {"summer": 2000, "winter": 3000}.get(style)
   if stream is None:
     raise DataError(f"seasons style must be 'summer' or 'winter', got {style!r}")
-  noise_rng = np.random.default_rng(_key(seed, split, scene, stream + noise))
-  return demo_seasons.render(layout, style, noise_rng)
+  # Texture fields are shared by the two styles (one stream per ``noise``), sensor noise is per style.
+  texture_rng = np.random.default_rng(_key(seed, split, scene, 1000 + noise))
+  sensor_rng = np.random.default_rng(_key(seed, split, scene, stream + noise))
+  return demo_seasons.render(layout, style, texture_rng, sensor_rng)
 
 
 class FacadePairs(RandomAccess):

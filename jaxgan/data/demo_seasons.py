@@ -115,7 +115,7 @@ def _ground(img: np.ndarray, s: dict, style: str, rng: np.random.Generator) -> n
         shade -= 0.15 * np.clip((ys - ridge[None, :]) / (0.25 * h), 0, 1)
       col = base * shade[..., None]
     else:
-      base = np.array((205, 212, 228) if far else (236, 240, 248), np.float32)
+      base = np.array((172, 184, 206) if far else (236, 240, 248), np.float32)
       shade = np.minimum(1.0 + 0.08 * facing + 0.05 * (tex - 0.5), 1.05)
       col = base * shade[..., None] + np.clip(-facing, 0, 1)[..., None] * np.array((-30, -18, 0), np.float32)
     forest = woods[r0:r1] > s["forest_level"] + (0.0 if far else 0.12)
@@ -139,14 +139,14 @@ def _lake(img: np.ndarray, s: dict, style: str, rng: np.random.Generator) -> Non
   xs = np.arange(w, dtype=np.float32)[None, :]
   inside = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1
   t = np.clip((ys - (cy - ry)) / (2 * ry), 0, 1)
+  field = value_noise(rng, h, w, 6)     # one texture field: ripples in summer, cracks in the ice in winter
   if style == "summer":
     col = np.array((150, 190, 225), np.float32) * (1 - t[..., None]) + np.array((45, 95, 165), np.float32) * t[..., None]
-    ripple = (np.sin(ys * 1.3 + 6 * value_noise(rng, h, w, 6)) > 0.85)
+    ripple = (np.sin(ys * 1.3 + 6 * field) > 0.85)
     col = np.where(ripple[..., None], col * 1.15, col)
   else:
-    crack_field = value_noise(rng, h, w, 9)
     col = np.broadcast_to(np.array((198, 216, 232), np.float32), (h, w, 3)).copy()
-    col[np.abs(crack_field - 0.5) < 0.012] = (130, 150, 170)
+    col[np.abs(field - 0.5) < 0.012] = (130, 150, 170)
   img[inside] = np.broadcast_to(col, img.shape)[inside]
 
 
@@ -219,26 +219,32 @@ def _tree(img: np.ndarray, o: dict, style: str, s: dict, rng: np.random.Generato
   cy = o["base"] - trunk_h - cr_y * 0.8
   r = ((dx / cr_x) ** 2 + ((ys - cy) / cr_y) ** 2)
   crown = r <= 1
+  # One texture field per tree: the leaves' shading in summer, the twigs and branches in winter.
+  n_branch, phase = int(rng.integers(4, 8)), rng.uniform(0, np.pi)
+  leaves = value_noise(rng, sub.shape[0], sub.shape[1], max(3, int(tw / 4)))
   if style == "summer":
     sub[trunk] = trunk_col
-    leaves = value_noise(rng, sub.shape[0], sub.shape[1], max(3, int(tw / 4)))
     sun_side = np.sign(dx) * (1 if s["sun"][0] > o["x"] else -1)
     shade = 0.88 + 0.18 * leaves + 0.12 * sun_side - 0.25 * np.clip((ys - cy) / cr_y, 0, 1)
     col = np.array((60, 125, 45), np.float32) * shade[..., None]
     sub[crown] = col[crown]
-  else:   # a haze of twigs over the crown, and branches drawn at random (noise: not visible in summer)
-    n_branch, phase = int(rng.integers(4, 8)), rng.uniform(0, np.pi)
+  else:   # a haze of twigs over the crown, and branches that follow the leaves' texture field
     ang = np.arctan2(dx, -(ys - (o["base"] - trunk_h)))
-    twig = value_noise(rng, sub.shape[0], sub.shape[1], max(3, int(tw / 3)))
-    branches = np.abs(np.sin(n_branch * ang / 2 + phase + 2.0 * twig)) < 0.22 * (1.2 - np.sqrt(r))
+    branches = np.abs(np.sin(n_branch * ang / 2 + phase + 2.0 * leaves)) < 0.22 * (1.2 - np.sqrt(r))
     haze = np.float32(0.45) * (1.0 - 0.5 * r)[..., None]
     sub[crown] = (sub * (1 - haze) + haze * np.array((110, 98, 92), np.float32))[crown]
     sub[crown & branches] = (70, 62, 58)
     sub[trunk] = trunk_col
 
 
-def render(s: dict, style: str, rng: np.random.Generator) -> np.ndarray:
-  """The scene ``s`` as ``style`` ('summer' or 'winter'): uint8 HxWx3."""
+def render(s: dict, style: str, rng: np.random.Generator, sensor_rng: np.random.Generator | None = None
+           ) -> np.ndarray:
+  """The scene ``s`` as ``style`` ('summer' or 'winter'): uint8 HxWx3.
+
+  ``rng`` draws the texture fields, in the same order for both styles, so the
+  same ``rng`` seed gives both styles the same textures; ``sensor_rng`` (default
+  ``rng``) draws the per-pixel sensor noise.
+  """
   img = _sky(s, style)
   img = _ground(img, s, style, rng)
   _lake(img, s, style, rng)
@@ -252,4 +258,4 @@ def render(s: dict, style: str, rng: np.random.Generator) -> np.ndarray:
   else:
     gray = img.mean(axis=-1, keepdims=True)
     img = (0.8 * img + 0.2 * gray) * np.array((0.94, 0.98, 1.06), np.float32)
-  return finish(img, rng)
+  return finish(img, rng if sensor_rng is None else sensor_rng)
