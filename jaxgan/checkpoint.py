@@ -23,6 +23,7 @@ from the beginning); one that holds only part of a model also has
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -37,6 +38,8 @@ from jaxgan import objectives
 log = logging.getLogger(__name__)
 
 # Keys that fix the shapes of the state: a checkpoint written with other values cannot be resumed.
+# What a structural key that a config lacks (one saved before the key existed) stands for.
+ABSENT_MEANS = {"ema_decay": 0.0}
 STRUCTURAL_KEYS = ("model", "netG", "netD", "norm", "input_nc", "output_nc", "ngf", "ndf", "n_layers_D")
 CHECKPOINT_SUBDIR = "checkpoints"
 IMPORTED_KEY = "imported"              # meta entry of a step written by jaxgan import-torch
@@ -69,7 +72,7 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
       keys += [k for k in objectives.get(model).STATE_KEYS if k not in keys]
   diffs = []
   for key in keys:
-    a, b = saved.get(key), current.get(key)
+    a, b = saved.get(key, ABSENT_MEANS.get(key)), current.get(key, ABSENT_MEANS.get(key))
     if a != b:
       diffs.append(f"{key}: checkpoint has {a!r}, config has {b!r}")
   return diffs
@@ -226,8 +229,13 @@ class Checkpointer:
   # ------------------------------------------------------------------ restore
 
   def restore(self, step: int, abstract_state: Any, *, data_iterator: Any = None) -> Any:
-    """Restore ``step`` into arrays shaped/sharded like ``abstract_state`` (and the iterator in place)."""
-    items = {"state": ocp.args.StandardRestore(_abstract(abstract_state))}
+    """Restore ``step`` into arrays shaped/sharded like ``abstract_state`` (and the iterator in place).
+
+    A state field that holds no arrays here (``ema`` = ``{}`` with the EMA off) and that a
+    checkpoint written before the field existed lacks is left at its empty value.
+    """
+    target, absent = self._restore_target(step, abstract_state)
+    items = {"state": ocp.args.StandardRestore(_abstract(target))}
     if data_iterator is not None:
       import grain
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -235,7 +243,26 @@ class Checkpointer:
       restored = self._manager.restore(int(step), args=ocp.args.Composite(**items))
     except Exception as e:  # noqa: BLE001
       raise CheckpointError(f"cannot restore {self.step_path(step)}: {type(e).__name__}: {e}") from e
+    if absent:
+      return abstract_state.replace(**dict(restored.state), **absent)
     return restored.state
+
+  def _restore_target(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+    """(what to restore into, the empty fields the checkpoint lacks) for a dataclass state."""
+    if not dataclasses.is_dataclass(abstract_state):
+      return abstract_state, {}
+    try:
+      saved = self._manager.item_metadata(step)["state"]
+      saved = getattr(saved, "tree", saved)
+    except Exception:  # noqa: BLE001 - restore itself reports an unreadable step
+      return abstract_state, {}
+    if not isinstance(saved, Mapping):
+      return abstract_state, {}
+    fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
+    absent = {k: v for k, v in fields.items() if k not in saved and not jax.tree_util.tree_leaves(v)}
+    if not absent:
+      return abstract_state, {}
+    return {k: v for k, v in fields.items() if k not in absent}, absent
 
   def restore_newest(self, current_config: Mapping[str, Any], make_abstract: Callable[[dict], Any], *,
                      data_iterator: Any = None, step: int | None = None,

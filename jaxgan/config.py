@@ -161,6 +161,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Numerics and memory.
   c.dtype = "float32"           # compute dtype; params, optimiser state and losses stay float32
   c.remat = False
+  c.ema_decay = 0.0             # > 0: keep an exponential moving average of the generators' weights; translate,
+                                # evaluate and the sample grids use it (0: off, the reference)
   # Loop.
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3

@@ -33,7 +33,7 @@ GENERATORS = ("G_AB", "G_BA")
 DIRECTIONS = ("AtoB", "BtoA")
 GENERATOR_FOR = {"AtoB": "G_AB", "BtoA": "G_BA"}   # direction -> generator in ``params``
 PAIRED = False                                     # unpaired domains
-STATE_KEYS = ("pool_size",)                        # the image pools' shapes
+STATE_KEYS = ("pool_size", "ema_decay")           # the image pools' shapes; whether the state holds an EMA
 ONE_IMAGE_SIZE = ("CycleGAN's image pools hold images of one fixed shape (and every new size would compile the "
                   "train step again)")
 DISCRIMINATORS = ("D_A", "D_B")
@@ -53,6 +53,7 @@ class CycleGANState:
   opt_state: Any
   pools: Any
   rng: jax.Array
+  ema: Any = flax.struct.field(default_factory=dict)
 
 
 def networks(config: ml_collections.ConfigDict) -> dict:
@@ -95,6 +96,7 @@ def init(rng: jax.Array, config: ml_collections.ConfigDict, batch: Batch) -> Cyc
       opt_state={"G": tx.init(_subset(params, GENERATORS)), "D": tx.init(_subset(params, DISCRIMINATORS))},
       pools={"A": pool.init_pool(size, a.shape[1:]), "B": pool.init_pool(size, b.shape[1:])},
       rng=keys["state"],
+      ema=optim.init_ema(config, _subset(params, GENERATORS)),
   )
 
 
@@ -189,6 +191,7 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
       batch_stats=stats,
       opt_state={"G": opt_g, "D": opt_d},
       pools={"A": pool_a, "B": pool_b},
+      ema=optim.update_ema(config, state.ema, new_g, state.step),
   )
   metrics = {**terms, **d_terms, "G": loss_g, "D": loss_d,
              "lr": jnp.asarray(optim.lr_schedule(config)(state.step), jnp.float32)}
@@ -210,5 +213,6 @@ def translate(state: CycleGANState, images: jax.Array, *, config: ml_collections
   checks.check_images(images, channels=in_nc, name="images", stride=config_lib.generator_stride(str(config.netG)))
   module = networks(config)[name]
   key = rng if rng is not None else jax.random.fold_in(state.rng, 0x7E57)
-  return nets.generate(module, state.params[name], state.batch_stats[name], jnp.asarray(images, jnp.float32),
+  params = state.ema[name] if state.ema else state.params[name]
+  return nets.generate(module, params, state.batch_stats[name], jnp.asarray(images, jnp.float32),
                          eval_mode=eval_mode, rng=key, ids=ids)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
@@ -69,3 +70,32 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   if not eps > 0:
     raise ValueError(f"config.adam_eps must be > 0, got {eps}")
   return optax.adam(learning_rate=lr_schedule(config), b1=float(config.beta1), b2=0.999, eps=eps)
+
+
+def ema_decay(config: ml_collections.ConfigDict) -> float:
+  """``config.ema_decay`` checked: 0 (off, the reference) or in (0, 1)."""
+  decay = float(config.get("ema_decay", 0.0) or 0.0)
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"config.ema_decay must be 0 (off) or in (0, 1), got {decay}")
+  return decay
+
+
+def init_ema(config: ml_collections.ConfigDict, generators: dict) -> dict:
+  """The generators' weight averages at step 0: copies of their weights, or ``{}`` when the EMA is off."""
+  if ema_decay(config) == 0.0:
+    return {}
+  return jax.tree.map(lambda x: jnp.array(x, copy=True), dict(generators))
+
+
+def update_ema(config: ml_collections.ConfigDict, ema: dict, generators: dict, step: jnp.ndarray) -> dict:
+  """One step of the exponential moving average of the generators' weights (``{}`` stays ``{}``).
+
+  ``ema <- d * ema + (1 - d) * params`` with ``d = min(ema_decay, (1 + step) / (10 + step))``
+  (``step`` 0-based, the step that produced ``generators``): the ramp keeps the
+  random initial weights from lingering in the average of a short run.
+  """
+  if not ema:
+    return ema
+  step = jnp.asarray(step, jnp.float32)
+  d = jnp.minimum(jnp.float32(ema_decay(config)), (1.0 + step) / (10.0 + step))
+  return {name: jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema[name], generators[name]) for name in ema}

@@ -30,7 +30,7 @@ Batch = Mapping[str, jax.Array]
 DIRECTIONS = ("AtoB",)            # one generator: input -> output of the training pairs
 GENERATOR_FOR = {"AtoB": "G"}     # direction -> generator in ``params``
 PAIRED = True                     # trains on aligned A/B pairs
-STATE_KEYS: tuple[str, ...] = ()  # config keys beyond the networks' that fix the state's shapes
+STATE_KEYS = ("ema_decay",)       # config keys beyond the networks' that fix the state's shapes
 ONE_IMAGE_SIZE = ""               # why training needs one image size ('' : only a batch of > 1 does)
 
 
@@ -47,6 +47,7 @@ class Pix2PixState:
   batch_stats: Any
   opt_state: Any
   rng: jax.Array
+  ema: Any = flax.struct.field(default_factory=dict)
 
 
 def networks(config: ml_collections.ConfigDict):
@@ -75,6 +76,7 @@ def init(rng: jax.Array, config: ml_collections.ConfigDict, batch: Batch) -> Pix
       batch_stats={"G": stats_g, "D": stats_d},
       opt_state={"G": tx.init(params_g), "D": tx.init(params_d)},
       rng=k_state,
+      ema=optim.init_ema(config, {"G": params_g}),
   )
 
 
@@ -138,6 +140,7 @@ def train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Conf
       params={"G": params_g, "D": params_d},
       batch_stats={"G": stats_g, "D": stats_d},
       opt_state={"G": opt_g, "D": opt_d},
+      ema=optim.update_ema(config, state.ema, {"G": params_g}, state.step),
   )
   metrics = {"G_GAN": g_gan, "G_L1": g_l1, "G": loss_g, "D_real": d_real, "D_fake": d_fake, "D": loss_d,
              "lr": jnp.asarray(optim.lr_schedule(config)(state.step), jnp.float32)}
@@ -161,5 +164,6 @@ def translate(state: Pix2PixState, images: jax.Array, *, config: ml_collections.
                       stride=config_lib.generator_stride(str(config.netG)))
   G, _ = networks(config)
   key = rng if rng is not None else jax.random.fold_in(state.rng, 0x7E57)
-  return nets.generate(G, state.params["G"], state.batch_stats["G"], jnp.asarray(images, jnp.float32),
+  params_g = state.ema["G"] if state.ema else state.params["G"]
+  return nets.generate(G, params_g, state.batch_stats["G"], jnp.asarray(images, jnp.float32),
                          eval_mode=eval_mode, rng=key, ids=ids)

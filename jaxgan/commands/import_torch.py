@@ -88,7 +88,7 @@ def fine_tune_overrides(plan, recipe_spec: str | None) -> list[str]:
   from jaxgan import checkpoint, config as config_lib, objectives  # pylint: disable=import-outside-toplevel
   keys = [k for k in checkpoint.STRUCTURAL_KEYS if k != "model"]
   state_keys = list(objectives.get(plan.model).STATE_KEYS)
-  keys += (state_keys + ["crop_size"]) if state_keys else []   # e.g. the image pools: their image shape too
+  keys += state_keys + (["crop_size"] if "pool_size" in state_keys else [])   # the image pools: their image shape too
   keys += ["no_dropout", "direction", "dataset"]
   if recipe_spec is not None:
     recipe = load_recipe(recipe_spec)

@@ -262,7 +262,9 @@ def build_state(plan: ImportPlan) -> tuple[Any, dict]:
                          f"({net.path})")
     params[slot], stats[slot] = new_p, new_s
   key = jax.random.PRNGKey(seed).astype(abstract.rng.dtype)
-  return state.replace(params=params, batch_stats=stats, rng=key), batch
+  # With a recipe that keeps a weight average (config.ema_decay > 0) the average starts at the imported weights.
+  ema = {slot: params[slot] for slot in state.ema}
+  return state.replace(params=params, batch_stats=stats, rng=key, ema=ema), batch
 
 
 def describe(plan: ImportPlan) -> dict:
