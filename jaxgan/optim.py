@@ -88,14 +88,17 @@ def init_ema(config: ml_collections.ConfigDict, generators: dict) -> dict:
 
 
 def update_ema(config: ml_collections.ConfigDict, ema: dict, generators: dict, step: jnp.ndarray) -> dict:
-  """One step of the exponential moving average of the generators' weights (``{}`` stays ``{}``).
+  """One step of the debiased exponential moving average of the generators' weights (``{}`` stays ``{}``).
 
-  ``ema <- d * ema + (1 - d) * params`` with ``d = min(ema_decay, (1 + step) / (10 + step))``
-  (``step`` 0-based, the step that produced ``generators``): the ramp keeps the
-  random initial weights from lingering in the average of a short run.
+  After ``t = step + 1`` updates (``step`` 0-based, the step that produced ``generators``) the
+  average is ``sum_i d^(t-i) p_i / sum_i d^(t-i)`` over the weights ``p_1 .. p_t`` of steps 1..t,
+  with ``d = ema_decay``: Adam's bias correction applied to an EMA started at zero, written as
+  ``ema += (p - ema) * (1 - d) / (1 - d^t)``. So the initial weights never enter it, and
+  ``ema_decay`` sets the window (about ``1 / (1 - d)`` steps) from the first step on.
   """
   if not ema:
     return ema
-  step = jnp.asarray(step, jnp.float32)
-  d = jnp.minimum(jnp.float32(ema_decay(config)), (1.0 + step) / (10.0 + step))
-  return {name: jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema[name], generators[name]) for name in ema}
+  d = jnp.float32(ema_decay(config))
+  t = jnp.asarray(step, jnp.float32) + 1.0
+  rate = (1.0 - d) / (1.0 - jnp.power(d, t))
+  return {name: jax.tree.map(lambda e, p: e + (p - e) * rate, ema[name], generators[name]) for name in ema}

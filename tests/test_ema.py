@@ -14,13 +14,16 @@ def _max_diff(a, b):
   return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
-def test_update_follows_the_ramped_decay():
-  cfg = tiny_pix2pix_config(ema_decay=0.99)
-  ema = {"G": {"w": jnp.full((3,), 1.0)}}
-  new = {"G": {"w": jnp.full((3,), 3.0)}}
-  for step, d in ((0, 0.1), (5, 6 / 15), (10_000, 0.99)):      # min(0.99, (1 + s) / (10 + s))
-    out = optim.update_ema(cfg, ema, new, jnp.int32(step))
-    np.testing.assert_allclose(np.asarray(out["G"]["w"]), d * 1.0 + (1 - d) * 3.0, rtol=1e-6)
+def test_update_is_the_debiased_average():
+  cfg = tiny_pix2pix_config(ema_decay=0.9)
+  weights = [jnp.full((3,), float(v)) for v in (5.0, -1.0, 2.0, 7.0)]
+  ema = {"G": {"w": jnp.full((3,), 100.0)}}          # what init copies: never part of the average
+  for step, w in enumerate(weights):
+    ema = optim.update_ema(cfg, ema, {"G": {"w": w}}, jnp.int32(step))
+    k = np.array([0.9 ** (step - i) for i in range(step + 1)])
+    expected = sum(k[i] * float(weights[i][0]) for i in range(step + 1)) / k.sum()
+    np.testing.assert_allclose(np.asarray(ema["G"]["w"]), expected, rtol=1e-5)
+  new = {"G": {"w": weights[0]}}
   assert optim.update_ema(tiny_pix2pix_config(), {}, new, jnp.int32(3)) == {}
   assert optim.init_ema(tiny_pix2pix_config(), new) == {}
   for bad in (1.0, -0.1):
@@ -58,10 +61,12 @@ def test_pix2pix_keeps_an_average():
   np.testing.assert_array_equal(np.asarray(jax.tree_util.tree_leaves(st.ema["G"])[0]),
                                 np.asarray(jax.tree_util.tree_leaves(st.params["G"])[0]))
   g0 = st.params["G"]
-  st, _ = jax.jit(lambda s, x: pix2pix.train_step(s, x, config=cfg))(st, batch)
-  d = 0.1   # min(0.5, (1 + 0) / (10 + 0)) at the first step
-  expected = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * p, g0, st.params["G"])
-  assert _max_diff(st.ema["G"], expected) < 1e-6
+  step = jax.jit(lambda s, x: pix2pix.train_step(s, x, config=cfg))
+  st, _ = step(st, batch)
+  assert _max_diff(st.ema["G"], st.params["G"]) < 1e-7   # after one step the average is that step's weights
+  assert _max_diff(st.ema["G"], g0) > 1e-5
+  st, _ = step(st, batch)
+  assert _max_diff(st.ema["G"], st.params["G"]) > 0
   out = pix2pix.translate(st, batch["A"], config=cfg)
   np.testing.assert_array_equal(
       np.asarray(out), np.asarray(pix2pix.translate(st.replace(params={**st.params, "G": st.ema["G"]}, ema={}),
