@@ -73,9 +73,10 @@ def test_resume_is_bit_identical(recipe, tmp_path):
   assert checkpoint.list_steps(tmp_path / "straight") == [2, 4]
   second = train.train_and_evaluate(config, tmp_path / "resumed")
   assert not straight.preempted and straight.step == second.step == 4
-  for field in ("step", "params", "batch_stats", "opt_state", "rng"):
+  for field in ("step", "params", "batch_stats", "opt_state", "rng", "ema"):
     assert _leaves_equal(getattr(straight.state, field), getattr(second.state, field)), field
   if recipe.startswith("cyclegan"):
+    assert set(second.state.ema) == {"G_AB", "G_BA"}   # the recipe keeps a weight average
     assert _leaves_equal(straight.state.pools, second.state.pools)
   # The data iterator continues identically too.
   for a, b in zip(_next_batches(config, tmp_path / "straight"), _next_batches(config, tmp_path / "resumed")):
@@ -168,14 +169,15 @@ def test_pix2pix_demo_recipe_learns(tmp_path):
 
 @pytest.mark.slow
 def test_cyclegan_demo_recipe_learns(tmp_path, request):
-  """The shipped CycleGAN demo recipe, run in full (4-5 minutes on 2 cores), beats predicting the mean image
-  by at least 20% in L1 in both directions (README: 32% / 26%). Shorter or smaller runs do not: 1,000 steps
-  of the recipe, or 1,000 steps at 32x32, end at or above the mean image."""
+  """The shipped CycleGAN demo recipe, run in full (about 4.5 minutes on 2 cores), beats predicting the mean
+  image by at least 25% in L1 in both directions and closes most of half the gap to the oracle (README: 41% /
+  44% below the mean image, 51% / 54% of the gap; seeds 1 and 2 close 49-51%)."""
   if "slow" not in (request.config.getoption("markexpr") or ""):
     pytest.skip("slow (about 5 minutes): run with -m slow")
   config = cli.load_config_file(str(ROOT / "configs" / "cyclegan_demo.py"))
   result = train.train_and_evaluate(config, tmp_path).evaluation
   assert result["num_images"] == 50
   for d in ("", "BtoA_"):
-    assert result[d + "l1"] < 0.8 * result[d + "mean_image_l1"] < 0.5 * result[d + "copy_input_l1"]
-    assert result[d + "oracle_l1"] < 0.5 * result[d + "l1"]
+    assert result[d + "l1"] < 0.75 * result[d + "mean_image_l1"] < 0.5 * result[d + "copy_input_l1"]
+    gap = result[d + "mean_image_l1"] - result[d + "oracle_l1"]
+    assert result[d + "mean_image_l1"] - result[d + "l1"] > 0.45 * gap
