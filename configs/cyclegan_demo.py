@@ -22,7 +22,20 @@ ngf 32) was worse (0.127 / 0.111) and slower; crops of 48 were faster but no
 better. The demo test split is aligned (each winter image is the same scene as
 its summer image), so evaluate can score the translation.
 
-Result: RESULT_PLACEHOLDER
+Result: measured 2026-12-02 on a 2-core x86-64 CPU (AMD EPYC, AVX-512), jax
+0.10.2, the command above from an empty cache: 4 min 40 s wall including
+compile and three evaluations (4 min 31 s for the same computation before the
+EMA was debiased; one run during a slow spell of the machine, 9 instead of 12
+img/s, took 6 min 0 s); `jaxgan evaluate`
+on the 50 aligned test scenes, L1 / PSNR / SSIM on [0, 1]:
+  summer->winter (AtoB): 0.043 / 21.5 dB / 0.637
+    copy input 0.330 / 7.6 / 0.455; mean image 0.074 / 18.8 / 0.461; oracle 0.014 / 31.4 / 0.884
+  winter->summer (BtoA): 0.046 / 22.8 dB / 0.624
+    copy input 0.330 / 7.6 / 0.455; mean image 0.083 / 18.2 / 0.433; oracle 0.015 / 34.1 / 0.889
+-- 41% / 44% below the mean image's L1, closing 51% / 54% of the gap to the oracle
+(seeds 1 and 2: 49-51%). Sample grids: the seasons change in the right places
+(overcast sky, snow, the far ridge, frosted woods); trees come out as dark
+smudges, and a faint grid texture is left in the flat snow and sky.
 """
 from jaxgan.config import get_cyclegan_base_config
 
