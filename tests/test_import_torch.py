@@ -272,7 +272,12 @@ def test_fresh_state_matches_the_objectives_init(monkeypatch):
   plan = workdir.plan_import(nets)
   with plan.config.unlocked():
     plan.config.crop_size, plan.config.pool_size = 32, 3
+    plan.config.ema_decay = 0.999   # a recipe with a weight average: it starts at the imported weights
   state, batch = workdir.build_state(plan)
+  assert set(state.ema) == {"G_AB", "G_BA"}
+  for slot in state.ema:
+    a, b = jax.tree_util.tree_leaves(state.ema[slot]), jax.tree_util.tree_leaves(state.params[slot])
+    assert len(a) == len(b) and all(np.array_equal(x, y) and np.any(x != 0) for x, y in zip(a, b) if x.ndim == 4)
   monkeypatch.setattr(nets_lib, "init_network", zeros_init_network)
   fresh = objectives.for_config(plan.config).init(jax.random.PRNGKey(0), plan.config, batch)
   for field in ("step", "opt_state", "pools"):
