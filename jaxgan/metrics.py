@@ -84,3 +84,23 @@ class MeanAccumulator:
   @property
   def num_images(self) -> int:
     return max(self._count.values(), default=0)
+
+
+def periodic_pattern(images: np.ndarray, period: int = 4) -> float:
+  """Mean amplitude of the ``period``-periodic pattern in images [N,H,W,C] in [-1, 1] (on the [0, 1] scale).
+
+  Each image and channel is folded into one ``period`` x ``period`` tile (the
+  average of its tiles); the figure is the mean absolute deviation of that tile
+  from its own mean, averaged over images and channels. A generator's
+  checkerboard (a pattern tied to pixel positions, from strided transposed
+  convs; period 4 after two of them) survives the folding, whatever its sign
+  in each image, while content that is not periodic averages out. Compare with
+  the same figure for the target images (what their own content leaves).
+  """
+  x = np.asarray(images, np.float64)
+  if x.ndim != 4 or x.shape[1] % period or x.shape[2] % period:
+    raise ValueError(f"periodic_pattern needs [N,H,W,C] with H and W multiples of period={period}, "
+                     f"got shape {x.shape}")
+  n, h, w, c = x.shape
+  tile = x.reshape(n, h // period, period, w // period, period, c).mean(axis=(1, 3))   # [N, p, p, C]
+  return float(np.abs(tile - tile.mean(axis=(1, 2), keepdims=True)).mean() / 2)

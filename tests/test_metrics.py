@@ -93,3 +93,17 @@ def test_accumulator_weights_by_image():
   np.testing.assert_allclose(acc.result()["l1"], (0.1 + 0.3 + 0.8) / 3)
   assert acc.result()["BtoA_l1"] == 0.5
   assert acc.num_images == 3
+
+
+def test_periodic_pattern_finds_a_checkerboard_whatever_its_sign():
+  from helpers import smooth_images
+  rng = np.random.default_rng(0)
+  base = smooth_images(rng, 6, size=32) * 0.8
+  i, j = np.mgrid[0:32, 0:32]
+  board = np.where((i % 4 < 2) ^ (j % 4 < 2), 1.0, -1.0)[None, :, :, None]      # period 4, +-1
+  signs = rng.choice([-1.0, 1.0], size=(6, 1, 1, 1))                               # flips between images
+  clean = metrics.periodic_pattern(base, 4)
+  marked = metrics.periodic_pattern(base + 0.1 * signs * board, 4)
+  assert clean < 0.01 and abs(marked - 0.05) < 0.01      # 0.1 on [-1, 1] is 0.05 on [0, 1]
+  with pytest.raises(ValueError, match="period=4"):
+    metrics.periodic_pattern(base[:, :30], 4)
