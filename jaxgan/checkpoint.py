@@ -37,9 +37,10 @@ from jaxgan import objectives
 
 log = logging.getLogger(__name__)
 
+# What of a key's value fixes the state's shapes, where not the value itself: with ema_decay only whether
+# the state keeps an average at all (a config saved before the key existed has none).
+STRUCTURAL_VIEW = {"ema_decay": lambda v: float(v or 0.0) > 0.0}
 # Keys that fix the shapes of the state: a checkpoint written with other values cannot be resumed.
-# What a structural key that a config lacks (one saved before the key existed) stands for.
-ABSENT_MEANS = {"ema_decay": 0.0}
 STRUCTURAL_KEYS = ("model", "netG", "netD", "norm", "input_nc", "output_nc", "ngf", "ndf", "n_layers_D")
 CHECKPOINT_SUBDIR = "checkpoints"
 IMPORTED_KEY = "imported"              # meta entry of a step written by jaxgan import-torch
@@ -72,8 +73,9 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
       keys += [k for k in objectives.get(model).STATE_KEYS if k not in keys]
   diffs = []
   for key in keys:
-    a, b = saved.get(key, ABSENT_MEANS.get(key)), current.get(key, ABSENT_MEANS.get(key))
-    if a != b:
+    a, b = saved.get(key), current.get(key)
+    view = STRUCTURAL_VIEW.get(key, lambda v: v)
+    if view(a) != view(b):
       diffs.append(f"{key}: checkpoint has {a!r}, config has {b!r}")
   return diffs
 

@@ -33,7 +33,7 @@ GENERATORS = ("G_AB", "G_BA")
 DIRECTIONS = ("AtoB", "BtoA")
 GENERATOR_FOR = {"AtoB": "G_AB", "BtoA": "G_BA"}   # direction -> generator in ``params``
 PAIRED = False                                     # unpaired domains
-STATE_KEYS = ("pool_size", "ema_decay")           # the image pools' shapes; whether the state holds an EMA
+STATE_KEYS = ("pool_size", "ema_decay")           # the image pools' shapes; whether the state keeps an EMA
 ONE_IMAGE_SIZE = ("CycleGAN's image pools hold images of one fixed shape (and every new size would compile the "
                   "train step again)")
 DISCRIMINATORS = ("D_A", "D_B")

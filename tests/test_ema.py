@@ -91,3 +91,6 @@ def test_a_checkpoint_from_before_the_ema_field_restores(tmp_path):
   saved = {k: v for k, v in cfg.to_dict().items() if k != "ema_decay"}
   assert checkpoint.config_differences(saved, cfg.to_dict()) == []
   assert checkpoint.config_differences(saved, tiny_cyclegan_config(ema_decay=0.9).to_dict())
+  # Another decay keeps the state's shapes: a run may continue with it.
+  assert checkpoint.config_differences(tiny_cyclegan_config(ema_decay=0.9).to_dict(),
+                                       tiny_cyclegan_config(ema_decay=0.99).to_dict()) == []
