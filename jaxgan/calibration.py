@@ -13,7 +13,9 @@ then answers per family.
 
 Families (keys of :data:`FAMILIES`): ``conv`` (Conv2d: VALID/strided/patch
 forms), ``conv_transpose`` (ConvTranspose2d as phase convs), ``pad``
-(reflection padding), ``instance_norm``.
+(reflection padding), ``instance_norm``, ``conv_wgrad`` (the kernel gradient
+of stride-1 convs with more than 4 taps -- the ResNet blocks' 3x3, the 7x7
+stem, the PatchGAN's 4x4 -- as one matmul per tap or as XLA's convolution).
 
 Only CPU backends and one-process runs calibrate: on GPU/TPU the plain forms
 are always used, and in a multi-process run every process must compile the
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 FILE_NAME = "jaxgan-calibration.json"
 ENV = "JAXGAN_CALIBRATION"
 PLAIN_MARGIN = 0.9   # the plain form is chosen only when it takes under 0.9 of the fast form's time
-VERSION = 1          # bump when the measured cases change: older entries are measured again
+VERSION = 2          # bump when the measured cases change: older entries are measured again
 
 
 def machine_key() -> str:
@@ -131,9 +133,25 @@ def ensure(cache_dir: str | os.PathLike | None = None, *, measure: Callable[[], 
 # ----------------------------------------------------------------------------- the measurement
 
 
+def _with_choice(family: str, fast: bool, fn: Callable) -> Callable:
+  """``fn`` traced with ``family``'s form set to ``fast`` (the other choices as installed)."""
+  def traced(*args):
+    saved = choices()
+    set_choices({**saved, family: fast})
+    try:
+      return fn(*args)
+    finally:
+      set_choices(saved)
+  return traced
+
+
 def _cases():
   """family -> (fast fn, plain fn, argument shapes): layer-sized cases that compile in well under a second."""
   from jaxgan.models import fast_ops as F
+
+  def resblock_conv(x, k):    # the forward and input gradient are the same in both forms, the kernel gradient not
+    return F.conv2d_valid(x, k).sum()
+
   return {
       # a ResNet-block conv after reflection padding, and a stride-2 downsampling conv
       "conv": (lambda x, k, k2: F.conv2d_fast(x, k).sum() + F.conv2d_fast(x[:, 1:-1, 1:-1], k2, 2, 1).sum(),
@@ -147,6 +165,8 @@ def _cases():
       "instance_norm": (lambda x: (F.instance_norm(x, 1e-5) ** 2).sum(),
                         lambda x: (F.instance_norm_plain(x, 1e-5) ** 2).sum(),
                         ((1, 64, 64, 128),)),
+      # a ResNet-block conv at a quarter of its size: the same function, traced with either form
+      "conv_wgrad": (resblock_conv, resblock_conv, ((1, 34, 34, 128), (3, 3, 128, 128))),
   }
 
 
@@ -158,7 +178,8 @@ def measure_families(reps: int = 7) -> dict:
   out = {}
   for family, (fast, plain, shapes) in _cases().items():
     args = [jax.numpy.asarray(rng.standard_normal(s, np.float32) * (0.05 if i else 1.0)) for i, s in enumerate(shapes)]
-    fns = {name: jax.jit(jax.value_and_grad(f, argnums=tuple(range(len(shapes)))))
+    # traced with the family's choice set to the form (custom backward rules are traced late, inside)
+    fns = {name: jax.jit(_with_choice(family, name == "fast", jax.value_and_grad(f, argnums=tuple(range(len(shapes))))))
            for name, f in (("fast", fast), ("plain", plain))}
     for fn in fns.values():
       jax.block_until_ready(fn(*args))

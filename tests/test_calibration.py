@@ -27,7 +27,8 @@ def test_measures_once_then_reads_the_cache(tmp_path):
   calls = []
   first = calibration.ensure(tmp_path, measure=lambda: calls.append(1) or _timings({"conv_transpose"}))
   assert first["source"] == "measured" and calls == [1]
-  assert first["choices"] == {"conv": True, "conv_transpose": False, "pad": True, "instance_norm": True}
+  assert first["choices"] == {"conv": True, "conv_transpose": False, "pad": True, "instance_norm": True,
+                              "conv_wgrad": True}
   saved = json.loads((tmp_path / calibration.FILE_NAME).read_text())
   assert saved[calibration.machine_key()]["choices"] == first["choices"]
   calibration.set_choices(None)
@@ -63,6 +64,17 @@ def test_the_choice_reaches_the_layers(tmp_path, monkeypatch):
   with layers.fast_ops(True):   # an explicit setting overrides the calibration
     with pytest.raises(AssertionError, match="fast transposed conv"):
       mod.apply(params, x)
+
+
+def test_each_form_is_traced_with_its_choice_set():
+  """The measurement traces the conv_wgrad case once per form, the custom backward included
+  (which JAX traces after the forward has returned): taps as matmuls, or XLA's convolution."""
+  calibration.set_choices({"conv_wgrad": False})
+  f = jax.value_and_grad(lambda x, k: F.conv2d_valid(x, k).sum(), argnums=(0, 1))
+  x, k = np.ones((1, 8, 8, 20), np.float32), np.ones((3, 3, 20, 20), np.float32)
+  hlo = {fast: jax.jit(calibration._with_choice("conv_wgrad", fast, f)).lower(x, k).as_text() for fast in (True, False)}
+  assert hlo[True].count("dot_general") >= 9 and "dot_general" not in hlo[False]
+  assert calibration.choices() == {"conv_wgrad": False}     # the installed choice is restored
 
 
 def test_a_corrupt_file_is_measured_again_and_replaced(tmp_path):

@@ -6,7 +6,9 @@ when a network is traced. Empty means the default: every fast form.
 """
 from __future__ import annotations
 
-FAMILIES = ("conv", "conv_transpose", "pad", "instance_norm")
+# conv_wgrad is read inside fast_ops (canonical._wgrad_s1): the kernel gradient of a stride-1 conv
+# with more than 4 taps as one matmul per tap (True) or as XLA's convolution (False).
+FAMILIES = ("conv", "conv_transpose", "pad", "instance_norm", "conv_wgrad")
 
 _CHOICES: dict[str, bool] = {}     # family -> use the fast form
 

@@ -14,6 +14,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxgan.models import form_choices
+
 DIMS = ("NHWC", "HWIO", "NHWC")
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -84,6 +86,21 @@ def _swapped_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> j
   return out[:, ::-1, ::-1, :].transpose(1, 2, 3, 0)
 
 
+def _after(x: jax.Array, g: jax.Array) -> jax.Array:
+  """``x`` unchanged (``x + 0 * g[0]``), but computed from ``g``, so XLA cannot schedule work on it earlier.
+
+  The tap slices of a residual ``x`` depend on ``x`` alone; XLA:CPU's scheduler
+  then cut them (fused with the norm and ReLU that produce ``x``) in the forward
+  pass, and every layer's slices stayed live until its backward: 616 MB of the
+  1,068 MB of temporaries of one 256x256 ResNet generator's gradient. Made to
+  depend on the cotangent they are cut where they are used (436 MB, and faster).
+  XLA folds ``0 * v`` only for integers (NaN), and an ``optimization_barrier`` is
+  removed before scheduling, so this survives. (Any NaN or inf in ``g`` would
+  turn the whole kernel gradient NaN instead of in part; it is NaN either way.)
+  """
+  return x + (g.reshape(-1)[0] * 0).astype(x.dtype)
+
+
 def _tap_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.Array:
   """Kernel gradient of VALID stride-1 ``conv2d(x, w)`` as one matmul per tap:
   ``dw[a, b] = sum_{n,h,w} x[n, h + a, w + b, :]^T g[n, h, w, :]``.
@@ -91,11 +108,16 @@ def _tap_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.A
   For kernels of at most 4 taps (1x1, and the 2x2 / 2x1 phase kernels of the
   stride-2 convs) this runs at matmul speed, while XLA:CPU lowers such a kernel
   gradient to a generic convolution 50-100x slower (1x1, 64x64x128->256:
-  158 ms against 1.6 ms).
+  158 ms against 1.6 ms). For larger kernels XLA's convolution (YNNPACK) is
+  reasonable, and whether the taps beat it depends on the processor (family
+  ``conv_wgrad`` of :mod:`jaxgan.calibration`): on a 2-core AVX2 Zen 3 the
+  ResNet block's 3x3 256->256 at 64x64 took 44 ms against 81 ms, and with two
+  running side by side (as inside the train step, one per core) 90 against 189 ms.
   """
   kh, kw = int(kernel_shape[0]), int(kernel_shape[1])
   n, ho, wo = g.shape[:3]
   cin, cout, pix = x.shape[3], g.shape[3], n * ho * wo
+  x = _after(x, g)
   # g^T once, then [O, P] @ [P, I] per tap: the plain form ``x_tap^T @ g`` made XLA
   # transpose every tap's slice of x (25-45% slower at the CycleGAN / U-Net shapes).
   gt = jnp.transpose(g, (3, 0, 1, 2)).reshape(cout, pix)
@@ -110,7 +132,7 @@ def _wgrad_s1(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.Ar
     return _tap_wgrad(x, g, kernel_shape)     # the PatchGAN's 4x4 512->1 head: 10.0 -> 3.2 ms
   if kernel_shape[3] <= 16 < kernel_shape[2]:
     return _swapped_wgrad(x, g, kernel_shape)
-  if kernel_shape[0] * kernel_shape[1] <= 4:
+  if kernel_shape[0] * kernel_shape[1] <= 4 or form_choices.choice("conv_wgrad"):
     return _tap_wgrad(x, g, kernel_shape)
   zeros = jnp.zeros(kernel_shape, x.dtype)
   return jax.vjp(lambda k: conv_s1(x, k), zeros)[1](g)[0]
