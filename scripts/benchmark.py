@@ -73,6 +73,9 @@ def parse_args(argv: Sequence[str] | None):
   p.add_argument("--peak", action="store_true", help="also measure the matmul peak")
   p.add_argument("--plain", action="store_true",
                  help="disable the fast_ops formulations (default: on for the CPU backend only)")
+  p.add_argument("--form", action="append", default=[], metavar="FAMILY=0|1",
+                 help="override the calibrated choice of one layer-form family (jaxgan.models.form_choices), "
+                      "e.g. --form conv_wgrad=0; repeatable")
   p.add_argument("--remat", action="store_true", help="rematerialise generator blocks (config.remat)")
   p.add_argument("--cache-dir", default=None, help="persistent compilation cache; also time a cached compile")
   p.add_argument("--profile", type=int, default=0, metavar="N", help="print the N most expensive ops")

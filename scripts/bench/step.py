@@ -147,6 +147,19 @@ def torch_step_thunks(args: dict) -> tuple[dict[str, Callable], float]:
   return {"step": run}, flops
 
 
+def parse_forms(items) -> dict:
+  """``["conv_wgrad=0", ...]`` -> ``{"conv_wgrad": False, ...}``; an unknown family or value is an error."""
+  from jaxgan.models import form_choices
+  out = {}
+  for item in items:
+    family, sep, value = item.partition("=")
+    if not sep or value not in ("0", "1") or family not in form_choices.FAMILIES:
+      raise SystemExit(f"--form {item!r}: expected FAMILY=0 or FAMILY=1 with FAMILY one of "
+                       f"{', '.join(form_choices.FAMILIES)}")
+    out[family] = value == "1"
+  return out
+
+
 def run_step(args) -> dict:
   """Time the step (and PyTorch's with ``--compare torch``); the dict of the module doc."""
   import jax
@@ -156,6 +169,9 @@ def run_step(args) -> dict:
   from jaxgan.models import layers
   layers.set_fast_ops(False if args.plain else None)   # None: on for the CPU backend only, per calibration
   calibrated = calibration.ensure()   # as the jaxgan program does (read from its cache after the first time)
+  if getattr(args, "form", None):
+    calibration.set_choices({**calibration.choices(), **parse_forms(args.form)})
+    calibrated = {**calibrated, "source": f"{calibrated['source']} + --form", "choices": calibration.choices()}
   compiled, state, batch, stats = build_jax_step(args, config)
   out = {"model": args.model, "size": args.size, "batch": args.batch, "dtype": args.dtype,
          "devices": len(jax.devices()), "threads": args.threads, "fast_ops": layers.fast_ops_enabled(),
