@@ -19,8 +19,8 @@ stem, the PatchGAN's 4x4 -- as one matmul per tap or as XLA's convolution).
 
 Only CPU backends and one-process runs calibrate: on GPU/TPU the plain forms
 are always used, and in a multi-process run every process must compile the
-same program, so the fixed default (every fast form, which won everywhere it
-was measured) is used there. ``JAXGAN_CALIBRATION=0`` turns calibration off
+same program, so the fixed defaults (``form_choices.DEFAULTS``: every fast form
+but the tap kernel gradients) are used there. ``JAXGAN_CALIBRATION=0`` turns calibration off
 (the same default); an explicit ``layers.set_fast_ops(True/False)`` overrides
 it. The ``jaxgan`` program calls :func:`ensure`; library users may call it at
 the top of their script.
@@ -37,13 +37,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from jaxgan.models.form_choices import FAMILIES, choice, choices, set_choices  # noqa: F401  (re-exported)
+from jaxgan.models.form_choices import DEFAULTS, FAMILIES, choice, choices, set_choices  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 FILE_NAME = "jaxgan-calibration.json"
 ENV = "JAXGAN_CALIBRATION"
-PLAIN_MARGIN = 0.9   # the plain form is chosen only when it takes under 0.9 of the fast form's time
+MARGIN = 0.9   # a form other than the default is chosen only when it takes under 0.9 of the default's time
 VERSION = 2          # bump when the measured cases change: older entries are measured again
 
 
@@ -112,8 +112,7 @@ def ensure(cache_dir: str | os.PathLike | None = None, *, measure: Callable[[], 
     return {**entry, "source": "cache", "path": str(path)}
   t0 = time.perf_counter()
   timings = (measure or measure_families)()
-  # the plain form has to win clearly: the fast forms won at every measured shape on two processor kinds
-  chosen = {fam: not t["plain_s"] < PLAIN_MARGIN * t["fast_s"] for fam, t in timings.items()}
+  chosen = {fam: _choose(fam, t) for fam, t in timings.items()}
   entry = {"choices": chosen, "timings": timings, "seconds": round(time.perf_counter() - t0, 2),
            "date": time.strftime("%Y-%m-%d"), "machine": f"{_processor()[0]}, {os.cpu_count()} cores"}
   entries[key] = entry
@@ -131,6 +130,17 @@ def ensure(cache_dir: str | os.PathLike | None = None, *, measure: Callable[[], 
 
 
 # ----------------------------------------------------------------------------- the measurement
+
+
+def _choose(family: str, t: dict) -> bool:
+  """Whether ``family``'s fast form is chosen from its timings: a near tie keeps the default form.
+
+  The default (``form_choices.DEFAULTS``) is the fast form where it won at every measured shape on
+  two processor kinds; for ``conv_wgrad`` it is the plain form, because the taps cost compile time.
+  """
+  if DEFAULTS[family]:
+    return not t["plain_s"] < MARGIN * t["fast_s"]
+  return t["fast_s"] < MARGIN * t["plain_s"]
 
 
 def _with_choice(family: str, fast: bool, fn: Callable) -> Callable:

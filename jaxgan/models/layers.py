@@ -59,7 +59,8 @@ def fast_ops_enabled(family: str | None = None) -> bool:
   """Whether layers traced now use ``fast_ops``: the explicit setting, else on for the CPU backend
   where this processor's calibration (``jaxgan.calibration``) has not found the plain form of
   ``family`` (``conv``, ``conv_transpose``, ``pad``, ``instance_norm``) faster. (The fifth family,
-  ``conv_wgrad``, is read inside ``fast_ops`` itself, by the kernel gradients.)
+  ``conv_wgrad``, is read inside ``fast_ops`` itself, by the kernel gradients; its taps are off
+  unless the calibration found them clearly faster.)
 
   The formulations target XLA:CPU's slow paths (see ``fast_ops``); on GPU/TPU
   the plain forms map onto the vendor convolution libraries directly.
