@@ -165,9 +165,8 @@ def worker(model_name: str) -> dict:
   }
   if model_name != "cyclegan":
     del ways["pmap_ref"]   # without a pool both runs are the same
-  runs, spread, steppers = {}, 0.0, {}
+  runs, spread = {}, 0.0
   for name, (step_fn, put_state, put_batch, first_copy, start) in ways.items():
-    steppers[name] = (step_fn, put_state, put_batch, first_copy, start)
     st, states, metrics = put_state(start), [], []
     for b in batches:
       st, m = step_fn(st, put_batch(b))
@@ -203,7 +202,7 @@ def worker(model_name: str) -> dict:
 
   def forced(name, ref_name):
     """Every step once more, each from the reference's state before it: differences of one step only."""
-    step_fn, put_state, put_batch, first_copy, start = steppers[name]
+    step_fn, put_state, put_batch, first_copy, start = ways[name]
     ref_run = runs[ref_name][0]
     grads, within, worst = [], 1.0, 0.0
     for t, (before, b) in enumerate(zip([start] + ref_run[:-1], batches)):
