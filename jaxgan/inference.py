@@ -247,7 +247,7 @@ def _channel_count(path: Path) -> int:
       if im.mode == "P":
         return 4 if "transparency" in im.info else 3
       return len(im.getbands())
-  except (OSError, ValueError, SyntaxError) as e:
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     raise data.DataError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
 
 

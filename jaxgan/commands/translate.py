@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
   if args.batch_size < 1:
     raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
   files = inference.list_inputs(args.input)
+  from jaxgan.data import image_io  # pylint: disable=import-outside-toplevel
+  for f in files:   # unreadable headers and decompression bombs: one line naming the file, before any loading
+    image_io.check_image_header(f)
   targets = inference.plan_outputs(files, args.output, overwrite=args.overwrite)
   inference.ensure_writable(args.output)
   state, config, step = inference.load_for_inference(args.workdir, args.step)

@@ -1,7 +1,8 @@
 """Local image folders in the reference project's layouts (``dataset="folder:<path>"``).
 
 Owns: finding the layout of a split and listing its files (recursively, sorted,
-hidden files ignored, only :data:`~jaxgan.data.image_io.IMAGE_EXTENSIONS`):
+hidden files ignored, only :data:`~jaxgan.data.image_io.IMAGE_EXTENSIONS`;
+symlinks followed once per real folder/file, loops skipped: :func:`list_images`):
 
 - ``<split>A/`` and ``<split>B/`` (e.g. ``trainA/ trainB/ testA/ testB/``): two
   domains. When both hold the same file names (extension aside) they are also
@@ -32,13 +33,81 @@ LAYOUTS = ("trainA/ trainB/ (testA/ testB/): unpaired, or paired when the file n
            "train/ (val/ test/): paired side-by-side A|B images")
 
 
+def _is_within(path: str, ancestor: str) -> bool:
+  """True when real path ``path`` is ``ancestor`` or lies below it."""
+  return path == ancestor or path.startswith(os.path.join(ancestor, ""))
+
+
+def _walk_real(top: str, seen: set[str], links: list[tuple[str, str]],
+               plain: list[tuple[str, str, list[str]]], linked: list[str]) -> None:
+  """Walk ``top`` without following symlinked folders (queued in ``links`` as (link, its folder's real path)).
+
+  A folder whose real path is in ``seen`` is skipped, the others are added to
+  it. Image files go to ``plain`` as (real folder, listed folder, names), or to
+  ``linked`` (listed paths) when the file itself is a symlink.
+  """
+  stack = [top]
+  while stack:
+    path = stack.pop()
+    real = os.path.realpath(path)
+    if real in seen:
+      continue
+    seen.add(real)
+    try:
+      with os.scandir(path) as it:
+        entries = list(it)
+    except OSError:
+      continue   # an unreadable folder is skipped, as os.walk does
+    names = []
+    for e in entries:
+      name = e.name
+      if name.startswith("."):
+        continue
+      try:
+        is_dir = e.is_dir()   # follows a symlink; False for a broken one
+      except OSError:
+        is_dir = False
+      if is_dir:
+        (links.append((e.path, real)) if e.is_symlink() else stack.append(e.path))
+      elif is_image_file(name):
+        (linked.append(e.path) if e.is_symlink() else names.append(name))
+    if names:
+      plain.append((real, path, names))
+
+
 def list_images(folder: str) -> list[str]:
-  """Image files under ``folder`` (recursive), sorted by relative path; hidden entries skipped."""
-  out = []
-  for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    out.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and is_image_file(f))
-  return sorted(out)   # every path starts with the same ``folder`` prefix: the order of the relative paths
+  """Image files under ``folder`` (recursive), sorted by relative path; hidden entries skipped.
+
+  Symlinks are followed, but every real folder is walked once and every real
+  file listed once (by resolved path): the real folders first, then each
+  symlinked folder (in sorted order) unless its target was already walked or
+  contains the link itself (a loop back to an ancestor). So a symlinked dataset
+  folder works, while loops neither repeat examples nor hang. A file reachable
+  by several names is listed under its own name when it has one, else under its
+  first symlink in sorted order.
+  """
+  seen: set[str] = set()
+  links: list[tuple[str, str]] = []
+  plain: list[tuple[str, str, list[str]]] = []
+  linked: list[str] = []
+  _walk_real(folder, seen, links, plain, linked)
+  while links:
+    batch, links = sorted(links), []
+    for link, real_parent in batch:
+      target = os.path.realpath(link)
+      if target in seen or _is_within(real_parent, target):
+        logging.debug("not following %s -> %s: already listed, or a loop", link, target)
+        continue
+      _walk_real(link, seen, links, plain, linked)
+  out = [os.path.join(listed, n) for _, listed, names in plain for n in names]
+  if linked:   # symlinked files: dropped when their target is listed already
+    known = {os.path.join(real, n) for real, _, names in plain for n in names}
+    for path in sorted(linked):
+      key = os.path.realpath(path)
+      if key not in known:
+        known.add(key)
+        out.append(path)
+  return sorted(out)   # every path starts with ``folder``: the order of the relative paths
 
 
 def _relative(path: str, root: str) -> str:

@@ -11,6 +11,12 @@ public helpers :func:`load_image` / :func:`save_image`.
 Pillow reads 8-bit images of every listed format and 16-bit grayscale; it
 truncates 16-bit *colour* PNGs to 8 bits, so those are decoded here by a small
 PNG reader (:func:`_read_png16`).
+
+Decoding is bounded: every file's width x height is read from its header and
+checked against :func:`max_image_pixels` (twice ``PIL.Image.MAX_IMAGE_PIXELS``,
+where Pillow refuses a decompression bomb) *before* any pixel is decoded, by
+whichever decoder, with a :class:`DataError` naming the file; the 16-bit PNG
+reader also never inflates more bytes than its header announces.
 """
 from __future__ import annotations
 
@@ -82,6 +88,44 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
   if arr.ndim == 2:
     arr = arr[:, :, None]
   return np.ascontiguousarray(arr)
+
+
+def max_image_pixels() -> int | None:
+  """The most pixels (width x height) a file may have to be decoded; None when Pillow's limit is off.
+
+  Twice ``PIL.Image.MAX_IMAGE_PIXELS`` (about 179 million by default), the size
+  at which Pillow itself refuses a file as a decompression bomb, for every
+  format and bit depth; set ``PIL.Image.MAX_IMAGE_PIXELS = None`` to lift it.
+  """
+  limit = Image.MAX_IMAGE_PIXELS
+  return None if limit is None else 2 * int(limit)
+
+
+def _check_pixels(width: int, height: int, path: str) -> None:
+  """Raise :class:`DataError` naming ``path`` when width x height is over :func:`max_image_pixels`."""
+  limit = max_image_pixels()
+  if limit is not None and int(width) * int(height) > limit:
+    raise DataError(f"image file {path!r} is {width}x{height} = {int(width) * int(height):,} pixels, over the "
+                    f"decoding limit of {limit:,} (2 x PIL.Image.MAX_IMAGE_PIXELS); refused before decoding "
+                    "(a decompression bomb?)")
+
+
+def check_image_header(path: PathLike) -> tuple[int, int]:
+  """(width, height) of an image file from its header (no decoding, no EXIF rotation), within the pixel limit.
+
+  Raises :class:`DataError` naming ``path`` when the file is not a readable
+  image or is over :func:`max_image_pixels` (a decompression bomb).
+  """
+  path = os.fspath(path)
+  try:
+    with Image.open(path) as img:
+      w, h = img.size
+  except Image.DecompressionBombError as e:
+    raise DataError(f"image file {path!r} refused before decoding: {str(e).rstrip('.')}") from e
+  except (OSError, SyntaxError, ValueError, struct.error) as e:
+    raise DataError(f"cannot decode image file {path!r}: {type(e).__name__}: {e}") from e
+  _check_pixels(w, h, path)
+  return int(w), int(h)
 
 
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
@@ -158,11 +202,13 @@ def _read_png16(path: PathLike) -> np.ndarray:
     raise DataError(f"unsupported PNG bit depth {depth} / colour type {ctype}")
   if interlace:
     raise DataError("interlaced 16-bit colour PNGs are not supported; save it non-interlaced")
-  try:
-    raw = zlib.decompress(b"".join(idat))
+  _check_pixels(width, height, os.fspath(path))
+  bpp = 2 * channels
+  expected = height * (width * bpp + 1)
+  try:   # inflate at most what the header announces: extra data cannot grow the buffer
+    raw = zlib.decompressobj().decompress(b"".join(idat), expected)
   except zlib.error as e:
     raise DataError(f"corrupt PNG data: {e}") from e
-  bpp = 2 * channels
   rows = _unfilter_rows(raw, height, width * bpp, bpp)
   return rows.view(">u2").reshape(height, width, channels).astype(np.uint16)
 
@@ -193,11 +239,14 @@ def read_image(path: PathLike) -> np.ndarray:
   """Decode an image file to HxWxC in its own bit depth: uint8, uint16 or float32 in [0, 1].
 
   EXIF orientation is applied; palette images become RGB(A). Raises
-  :class:`DataError` naming ``path`` when the file is missing or cannot be decoded.
+  :class:`DataError` naming ``path`` when the file is missing, cannot be
+  decoded, or its header gives more pixels than :func:`max_image_pixels`
+  (checked before anything is decoded).
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise DataError(f"image file {path!r} does not exist")
+  check_image_header(path)   # the pixel limit, from the header, for every format and bit depth
   try:
     header = _png_header(path)
     if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
