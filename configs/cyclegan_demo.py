@@ -1,7 +1,7 @@
 """CycleGAN on the built-in demo seasons (summer <-> winter landscapes, unpaired), sized for a CPU.
 
 Command (no download, no GPU needed):
-  jaxgan train --config configs/cyclegan_demo.py --workdir runs/demo
+  jaxgan train --config cyclegan_demo --workdir runs/demo
   jaxgan evaluate --workdir runs/demo
   jaxgan translate --workdir runs/demo --input my_summer_pictures/ --output winter/
 

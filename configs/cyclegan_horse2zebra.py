@@ -6,9 +6,9 @@ without TensorFlow. Another pair is a config argument:
 
   pip install -e ".[tfds]"
   jaxgan prepare tfds:cycle_gan/horse2zebra        # [--data_dir DIR], then --config.tfds_data_dir=DIR
-  jaxgan train --config configs/cyclegan_horse2zebra.py --workdir runs/horse2zebra
+  jaxgan train --config cyclegan_horse2zebra --workdir runs/horse2zebra
   jaxgan prepare tfds:cycle_gan/monet2photo
-  jaxgan train --config configs/cyclegan_horse2zebra.py:monet2photo --workdir runs/monet2photo
+  jaxgan train --config cyclegan_horse2zebra:monet2photo --workdir runs/monet2photo
   jaxgan translate --workdir runs/horse2zebra --input my_horses/ --output zebras/
 
 Pairs: apple2orange, summer2winter_yosemite, horse2zebra, monet2photo,
@@ -23,7 +23,7 @@ beta1 0.5, batch 1, resize 286 -> random crop 256 + flip, 100 epochs constant +
 
 Result: not run here (the dataset needs TensorFlow to prepare and the 267k
 steps would take weeks on the 2-core development CPU). Use
-configs/cyclegan_demo.py for a run that finishes in minutes.
+the cyclegan_demo recipe for a run that finishes in minutes.
 """
 from jaxgan.config import get_cyclegan_base_config
 

@@ -1,7 +1,7 @@
 """pix2pix on the built-in demo facades (label map -> facade rendering), sized for a CPU.
 
 Command (no download, no GPU needed):
-  jaxgan train --config configs/pix2pix_demo.py --workdir runs/pix2pix_demo
+  jaxgan train --config pix2pix_demo --workdir runs/pix2pix_demo
   jaxgan evaluate --workdir runs/pix2pix_demo
   jaxgan translate --workdir runs/pix2pix_demo --input my_label_maps/ --output out/
 

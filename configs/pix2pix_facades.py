@@ -8,7 +8,7 @@ https://github.com/junyanz/pytorch-CycleGAN-and-pix2pix, giving
 ``datasets/facades/{train,val,test}/``.
 
 Command:
-  jaxgan train --config configs/pix2pix_facades.py --workdir runs/facades
+  jaxgan train --config pix2pix_facades --workdir runs/facades
   jaxgan evaluate --workdir runs/facades
 
 Recipe: U-Net 256 with batch norm and dropout, 70x70 PatchGAN conditioned on
@@ -18,7 +18,7 @@ linear decay (80,000 steps).
 
 Result: not run here (no copy of the dataset on the 2-core CPU machine this
 project was developed on; at its measured pix2pix speed the 80k steps would
-take days). Use configs/pix2pix_demo.py for a run that finishes in minutes.
+take days). Use the pix2pix_demo recipe for a run that finishes in minutes.
 """
 from jaxgan.config import get_base_config
 

@@ -6,10 +6,10 @@ aerial|map images at 600x600 per side), e.g. with the authors' script
 Set ``--config.direction=BtoA`` for map -> aerial photo.
 
 Command:
-  jaxgan train --config configs/pix2pix_maps.py --workdir runs/maps
+  jaxgan train --config pix2pix_maps --workdir runs/maps
   jaxgan evaluate --workdir runs/maps --split val
 
-Recipe: as configs/pix2pix_facades.py (U-Net 256, batch norm, PatchGAN,
+Recipe: as the pix2pix_facades recipe (U-Net 256, batch norm, PatchGAN,
 vanilla GAN + 100 x L1, batch 1, 286 -> 256 crops), 100 + 100 epochs
 (219,200 steps).
 

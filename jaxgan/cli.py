@@ -22,7 +22,7 @@ from jaxgan.commands.config_args import (apply_overrides, load_config_file, spli
 DESCRIPTION = """\
 pix2pix and CycleGAN in JAX.
 
-  jaxgan train        --config configs/cyclegan_demo.py --workdir runs/demo [--config.KEY=VALUE ...]
+  jaxgan train        --config cyclegan_demo --workdir runs/demo [--config.KEY=VALUE ...]
   jaxgan translate    --workdir runs/demo --input photos/ --output out/ [--direction BtoA]
   jaxgan evaluate     --workdir runs/demo
   jaxgan fid          real_B/ fake_B/                      # FID / KID as pytorch-fid (folders or .npz stats)

@@ -54,7 +54,7 @@ The same from a terminal:
 
 ```bash
 pip install -e ".[test]"
-jaxgan train --config configs/cyclegan_demo.py --workdir runs/demo
+jaxgan train --config cyclegan_demo --workdir runs/demo
 jaxgan evaluate --workdir runs/demo
 jaxgan translate --workdir runs/demo --input my_photos/ --output winter/
 ```"""),
@@ -74,25 +74,13 @@ BACKEND = jax.default_backend()
 print(f"JAX {jax.__version__}, backend {BACKEND!r}: {jax.device_count()} device(s)", jax.devices())'''),
       new_markdown_cell("""## Train
 
-The recipes are the files in `configs/`; every key can be changed before training (on the
-command line: `--config.KEY=VALUE`). `train_and_evaluate` writes checkpoints, TensorBoard logs
-and sample grids into `WORKDIR`, and resumes when `WORKDIR` already holds a checkpoint."""),
-      new_code_cell('''import importlib.util
+The recipes come with jaxgan, as the package `jaxgan.configs` (the repository's `configs/`
+folder; on the command line: `--config cyclegan_demo`); every key can be changed before training
+(on the command line: `--config.KEY=VALUE`). `train_and_evaluate` writes checkpoints, TensorBoard
+logs and sample grids into `WORKDIR`, and resumes when `WORKDIR` already holds a checkpoint."""),
+      new_code_cell('''from jaxgan.configs import cyclegan_demo, pix2pix_demo   # the recipes, installed with jaxgan
 
-def find_configs() -> Path:
-  """configs/ of this checkout (the notebook's folder or a parent), or of the Colab clone."""
-  for base in (Path.cwd(), *Path.cwd().parents, Path("jaxgan")):
-    if (base / "configs" / "cyclegan_demo.py").is_file():
-      return base / "configs"
-  raise FileNotFoundError("cannot find jaxgan's configs/ folder; run the install cell first")
-
-def load_recipe(name: str):
-  spec = importlib.util.spec_from_file_location(name, find_configs() / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-config = load_recipe("cyclegan_demo" if MODEL == "cyclegan" else "pix2pix_demo")
+config = (cyclegan_demo if MODEL == "cyclegan" else pix2pix_demo).get_config()
 if SCALE_TO_ACCELERATOR and BACKEND != "cpu":   # a bigger run where there is compute for it
   if MODEL == "cyclegan":
     config.update(dict(load_size=128, crop_size=128, ngf=64, ndf=64, netG="resnet_9blocks", demo_train_size=1000,
@@ -427,6 +415,8 @@ plt.title("summer (top) -> winter (bottom)"); plt.axis("off"); plt.show()'''),
 
 
 def _notebook(cells) -> nbformat.NotebookNode:
+  for i, cell in enumerate(cells):
+    cell.id = f"cell-{i:02d}"   # stable ids: regenerating changes only the cells that changed
   nb = new_notebook(cells=cells)
   nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
   nb.metadata["language_info"] = {"name": "python"}

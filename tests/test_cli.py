@@ -266,12 +266,12 @@ def test_config_values_parse_by_type():
 
 
 def test_every_recipe_loads_and_validates():
-  for path in sorted((ROOT / "configs").glob("*.py")):
+  for path in sorted((ROOT / "configs").glob("[!_]*.py")):
     config = cli.load_config_file(str(path))
     cli.validate_config(config)
     assert path.stem.split("_")[0] == config.model
     doc = (path.read_text().split('"""')[1])
-    assert "jaxgan train --config configs/" + path.name in doc and "Result:" in doc
+    assert f"jaxgan train --config {path.stem} " in doc and "Result:" in doc   # by name: works from any folder
   monet = cli.load_config_file(str(ROOT / "configs/cyclegan_horse2zebra.py") + ":monet2photo")
   assert monet.dataset == "tfds:cycle_gan/monet2photo"
   with pytest.raises(cli.UsageError, match="horse2zebra"):

@@ -1,4 +1,8 @@
-"""The notebooks run headless (nbclient) with tiny sizes, without errors, and draw their figures."""
+"""The notebooks run headless (nbclient) with tiny sizes, without errors, and draw their figures.
+
+They run as a user outside the repository runs them: from an empty folder, against jaxgan installed
+with ``pip install .`` (not editable; tests/installed.py), so the recipes must come with the package.
+"""
 from __future__ import annotations
 
 import os
@@ -8,6 +12,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from installed import TINY_CYCLEGAN_DEMO, env as installed_env, installed_jaxgan
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -15,19 +21,22 @@ NOTEBOOKS = ROOT / "notebooks"
 def _execute(name: str, parameters: str, tmp_path: Path) -> nbformat.NotebookNode:
   """Run ``notebooks/<name>`` in a fresh kernel with its ``parameters`` cell replaced; returns the result.
 
-  The kernel starts in ``notebooks/`` (as for a person who opened the file) with this checkout first
-  on its path; everything the notebook writes goes under ``tmp_path``. Any cell error raises.
+  The kernel starts in an empty folder under ``tmp_path`` with the installed copy of jaxgan alone on
+  PYTHONPATH (not this checkout); everything the notebook writes goes under ``tmp_path``. Any cell
+  error raises.
   """
   nb = nbformat.read(NOTEBOOKS / name, as_version=4)
   tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
   assert len(tagged) == 1, f"{name}: expected one cell tagged 'parameters', found {len(tagged)}"
   tagged[0].source = parameters
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-             MPLBACKEND="module://matplotlib_inline.backend_inline",   # figures as image/png outputs
-             # the persistent compilation cache the other tests use:
-             JAX_COMPILATION_CACHE_DIR=os.environ.get("JAXGAN_CACHE_DIR", "/tmp/jaxgan-test-xla-cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1")
-  client = NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
+  cwd = tmp_path / "empty"
+  cwd.mkdir()
+  env = installed_env(installed_jaxgan(),
+                      MPLBACKEND="module://matplotlib_inline.backend_inline",   # figures as image/png outputs
+                      # the persistent compilation cache the other tests use:
+                      JAX_COMPILATION_CACHE_DIR=os.environ.get("JAXGAN_CACHE_DIR", "/tmp/jaxgan-test-xla-cache"),
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1")
+  client = NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
   client.execute(env=env)   # raises nbclient.exceptions.CellExecutionError naming the cell on any error
   return nb
 
@@ -50,12 +59,16 @@ def _text(outputs) -> str:
   return "\n".join(parts)
 
 
+def _assert_installed_copy(nb) -> None:
+  """The install cell was skipped (jaxgan importable) and reported the installed copy, not this checkout."""
+  line = [l for l in _text(_outputs(nb, 'find_spec("jaxgan")')).splitlines() if l.startswith("jaxgan ")]
+  assert line and Path(line[0].split(" from ")[-1]).is_relative_to(installed_jaxgan()), line
+
+
 TINY_QUICKSTART = """
 MODEL = "cyclegan"
 WORKDIR = {workdir!r}
-OVERRIDES = dict(netG="resnet_1blocks", ngf=4, ndf=4, netD="n_layers", n_layers_D=1, load_size=16, crop_size=16,
-                 demo_train_size=6, demo_test_size=2, num_train_steps=4, log_every_steps=2,
-                 sample_every_steps=2, eval_every_steps=0, checkpoint_every_steps=4)
+OVERRIDES = {overrides!r}
 SCALE_TO_ACCELERATOR = False
 TRY_PRETRAINED = False
 REPO_URL = "unused: jaxgan is importable"
@@ -80,8 +93,9 @@ REPO_URL = "unused: jaxgan is importable"
 
 def test_quickstart_notebook_runs(tmp_path):
   workdir = tmp_path / "run"
-  nb = _execute("quickstart.ipynb", TINY_QUICKSTART.format(workdir=str(workdir)), tmp_path)
-  assert "jaxgan" in _text(_outputs(nb, "find_spec(\"jaxgan\")"))      # the install cell was skipped
+  parameters = TINY_QUICKSTART.format(workdir=str(workdir), overrides=TINY_CYCLEGAN_DEMO)
+  nb = _execute("quickstart.ipynb", parameters, tmp_path)
+  _assert_installed_copy(nb)
   assert _images(_outputs(nb, "sample_grid(entry)")) == 1                # sample grids
   assert _images(_outputs(nb, "read_scalars")) == 1                      # loss curves
   table = _text(_outputs(nb, "inference.evaluate"))
@@ -94,6 +108,7 @@ def test_quickstart_notebook_runs(tmp_path):
 def test_custom_loop_notebook_runs(tmp_path):
   workdir = tmp_path / "loop"
   nb = _execute("custom_loop.ipynb", TINY_CUSTOM_LOOP.format(workdir=str(workdir)), tmp_path)
+  _assert_installed_copy(nb)
   assert "checkpoints: [2, 4]" in _text(_outputs(nb, "checkpoints.save"))
   assert "restored checkpoint translates identically: True" in _text(_outputs(nb, "translates identically"))
   assert _images(_outputs(nb, "G_L1 (x lambda_L1)")) == 1

@@ -1,7 +1,10 @@
 """Config files and ``--config.KEY=VALUE`` overrides for ``jaxgan train`` (ml_collections recipes).
 
-A recipe is a Python file in ``configs/`` with ``get_config([ARG])`` returning a
-ConfigDict (``--config FILE.py:ARG`` passes ARG). Overrides are parsed by the
+A recipe is a Python file with ``get_config([ARG])`` returning a ConfigDict;
+``--config`` takes jaxgan's own recipes by name (``cyclegan_demo``: the files of
+the repository's ``configs/`` folder, installed as the package
+``jaxgan.configs``) or any file by path, and ``NAME:ARG`` / ``FILE.py:ARG``
+passes ARG. Overrides are parsed by the
 type of the key's current value; unknown keys are refused with close matches
 and the full list; the result is checked by :func:`jaxgan.config.validate`.
 """
@@ -20,11 +23,21 @@ from jaxgan.commands.base import UsageError
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-  """Load ``path.py`` or ``path.py:ARG`` and return its ``get_config([ARG])``."""
+  """Load a recipe and return its ``get_config([ARG])``.
+
+  ``spec`` is ``NAME[:ARG]`` for one of jaxgan's recipes (:func:`recipe_names`;
+  ``NAME.py`` also, when no such file is here) or ``PATH.py[:ARG]`` for a file;
+  an existing file wins over a recipe of the same name.
+  """
   path, _, arg = spec.partition(":") if not re.match(r"^[A-Za-z]:[\\/]", spec) else (spec, "", "")
   file = Path(path)
   if not file.is_file():
-    raise UsageError(f"--config: no such file {path!r}" + _nearby_configs(file))
+    name = file.name[:-3] if file.name.endswith(".py") else file.name
+    recipe = _recipe_file(name) if str(file.parent) == "." else None
+    if recipe is None:
+      what = "no such file" if file.suffix == ".py" or str(file.parent) != "." else "no recipe or file named"
+      raise UsageError(f"--config: {what} {path!r}" + _nearby_configs(file))
+    file = recipe
   module_spec = importlib.util.spec_from_file_location(f"jaxgan_config_{file.stem}", file)
   module = importlib.util.module_from_spec(module_spec)
   try:
@@ -42,13 +55,40 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   return config
 
 
+def recipes_folder() -> Path | None:
+  """The folder of jaxgan's recipes: the installed ``jaxgan.configs``, else a checkout's ``configs/``."""
+  try:
+    from jaxgan import configs  # pylint: disable=import-outside-toplevel
+    return Path(next(iter(configs.__path__)))
+  except ImportError:   # jaxgan run from a checkout on PYTHONPATH, not installed
+    import jaxgan  # pylint: disable=import-outside-toplevel
+    folder = Path(jaxgan.__file__).resolve().parent.parent / "configs"
+    return folder if (folder / "__init__.py").is_file() else None
+
+
+def recipe_names() -> list[str]:
+  """The names ``--config`` accepts for jaxgan's own recipes, e.g. ``cyclegan_demo``."""
+  folder = recipes_folder()
+  return sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_")) if folder else []
+
+
+def _recipe_file(name: str) -> Path | None:
+  folder = recipes_folder()
+  return folder / f"{name}.py" if folder and name in recipe_names() else None
+
+
 def _nearby_configs(file: Path) -> str:
-  folder = file.parent if str(file.parent) else Path(".")
-  if folder.is_dir():
-    names = sorted(p.name for p in folder.glob("*.py") if not p.name.startswith("_"))
-    if names:
-      return f"; files in {folder}/: {', '.join(names)}"
-  return ""
+  names = recipe_names()
+  close = difflib.get_close_matches(file.stem, names, n=1)
+  hint = f"; did you mean --config {close[0]}?" if close else ""
+  if names:
+    hint += f"; jaxgan's recipes (by name, e.g. --config {names[0]}): {', '.join(names)}"
+  folder = file.parent
+  if folder.is_dir() and (str(folder) != "." or file.suffix == ".py"):
+    files = sorted(p.name for p in folder.glob("*.py") if not p.name.startswith("_"))
+    if files:
+      hint += f"; files in {folder}/: {', '.join(files)}"
+  return hint
 
 
 def parse_value(key: str, text: str, default: Any) -> Any:

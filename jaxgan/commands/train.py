@@ -15,7 +15,7 @@ Every config key can be overridden, e.g.
 Datasets: demo:facades, demo:seasons (built in), folder:PATH (trainA/ trainB/ testA/ testB/, or train/ test/
 of side-by-side A|B images), tfds:NAME[/CONFIG] (e.g. tfds:cycle_gan/horse2zebra; prepare it once with
 `jaxgan prepare tfds:NAME[/CONFIG]`).
-A recipe may take an argument after a colon: --config configs/cyclegan_horse2zebra.py:monet2photo
+A recipe may take an argument after a colon: --config cyclegan_horse2zebra:monet2photo
 Outputs in WORKDIR: checkpoints/, tensorboard/ (tensorboard --logdir WORKDIR), web/index.html, eval.json.
 SIGTERM or Ctrl-C saves a checkpoint at the next step and exits 0; rerun the same command to resume."""
 
@@ -23,8 +23,9 @@ SIGTERM or Ctrl-C saves a checkpoint at the next step and exits 0; rerun the sam
 def add_parser(subparsers) -> None:
   p = subparsers.add_parser(NAME, help=HELP, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                             description="Train pix2pix or CycleGAN. Resumes when WORKDIR holds a checkpoint.")
-  p.add_argument("--config", required=True, metavar="FILE[:ARG]",
-                 help="a recipe from configs/, e.g. configs/pix2pix_demo.py")
+  p.add_argument("--config", required=True, metavar="NAME|FILE[:ARG]",
+                 help="one of jaxgan's recipes by name (cyclegan_demo, pix2pix_demo, cyclegan_horse2zebra, "
+                      "pix2pix_facades, ...: the files of configs/) or a recipe file, e.g. my_recipe.py")
   p.add_argument("--workdir", required=True, help="folder for checkpoints, logs, samples, eval.json")
   p.add_argument("--coordinator_address", default=None, help="multi-host: host:port of process 0")
   p.add_argument("--num_processes", type=int, default=None, help="multi-host: number of processes")
