@@ -14,6 +14,9 @@ Restoring checks the saved config against the current one first
 (:data:`STRUCTURAL_KEYS`; schedule and step counts may change) and then the
 array shapes, so a mismatch is refused with a message naming what differs. A
 step whose files cannot be read is reported and the previous step is used.
+:meth:`Checkpointer.save` refuses a state holding NaN or inf (:func:`all_finite`),
+so every step on disk is finite and the rotation (``keep`` newest) always keeps
+the newest finite one.
 
 A step written by ``jaxgan import-torch`` (:mod:`jaxgan.interop.workdir`) has a
 meta entry ``imported`` and no ``data`` item (training from it starts the data
@@ -23,13 +26,18 @@ from the beginning); one that holds only part of a model also has
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import errno
 import logging
+import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -52,8 +60,35 @@ class CheckpointError(RuntimeError):
   """A checkpoint is missing, unreadable, or does not fit the current config."""
 
 
+class CheckpointWriteError(CheckpointError):
+  """A checkpoint could not be written (full disk, read-only or unwritable folder); the message names the
+  step, the path, the system's reason and the newest complete checkpoint, which is kept."""
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def write_failure(e: BaseException) -> str | None:
+  """The system's reason (``"No space left on device"``) when ``e`` or an exception it came from is a
+  failed write: an OSError, or a TensorStore error carrying ``os_error_code``; else None."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+      return e.strerror or os.strerror(e.errno)
+    code = re.search(r"os_error_code='?(\d+)", str(e))
+    if code and int(code.group(1)) in _WRITE_ERRNOS:
+      return os.strerror(int(code.group(1)))
+    e = e.__cause__ or e.__context__
+  return None
+
+
 class ConfigMismatchError(CheckpointError):
   """The checkpoint was written for a different model/network configuration."""
+
+
+class NonFiniteStateError(CheckpointError):
+  """A state holding NaN or inf was given to :meth:`Checkpointer.save` (nothing was written)."""
 
 
 class NotTrainableError(CheckpointError):
@@ -78,6 +113,41 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     if view(a) != view(b):
       diffs.append(f"{key}: checkpoint has {a!r}, config has {b!r}")
   return diffs
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  # x * 0 is 0 for every finite x and NaN for NaN/inf, so the sum is finite exactly when all values are
+  # (no overflow possible). On the 2-core CPU it ran in 0.43x the time of all(isfinite) per array and
+  # compiled in 0.74x (CycleGAN resnet_9blocks + EMA, 446 arrays: /tmp bench in the issue 27 report).
+  total = sum((jnp.sum(x * 0, dtype=jnp.float32) for x in jax.tree_util.tree_leaves(tree) if _inexact(x)),
+              jnp.float32(0))
+  return jnp.isfinite(total)
+
+
+def _inexact(x: Any) -> bool:
+  return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)
+
+
+def all_finite(tree: Any) -> jax.Array:
+  """A scalar bool on device: every float leaf of ``tree`` (params, optimiser state, EMA, BatchNorm
+  statistics, pools) is finite. Dispatched, not fetched: one read of the state, fused per array."""
+  return _all_finite(tree)
+
+
+def nonfinite_summary(tree: Any, depth: int = 2) -> dict[str, str]:
+  """``{"params/G": "52732 NaN, 3 inf", ...}``: where ``tree`` holds non-finite values, grouped by the
+  first ``depth`` keys of the path ({} when all finite). Fetches one count per array (a failure path)."""
+  flat = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0] if _inexact(x)]
+  counts = jax.device_get([(jnp.isnan(x).sum(), jnp.isinf(x).sum()) for _, x in flat])
+  groups: dict[str, list[int]] = {}
+  for (path, _), (nan, inf) in zip(flat, counts):
+    if int(nan) or int(inf):
+      name = "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path[:depth])
+      total = groups.setdefault(name or "state", [0, 0])
+      total[0] += int(nan)
+      total[1] += int(inf)
+  return {k: ", ".join(f"{n} {what}" for n, what in zip(v, ("NaN", "inf")) if n) for k, v in groups.items()}
 
 
 def _abstract(tree: Any) -> Any:
@@ -126,6 +196,8 @@ class Checkpointer:
     self.read_only = read_only
     self._keep = keep
     self._async = async_save
+    self._pending: int | None = None   # the step of the newest save started
+    self._failed = False               # a write failure was reported
     if read_only and not self.directory.is_dir():
       raise CheckpointError(f"no checkpoints in {self.workdir}: {self.directory} does not exist "
                             f"(train first: jaxgan train --config ... --workdir {self.workdir})")
@@ -153,6 +225,11 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     steps = self.steps()
     return steps[-1] if steps else None
+
+  def set_aside(self) -> list[str]:
+    """Names of the step folders moved to ``WORKDIR/unreadable_checkpoints/`` ([] when none)."""
+    root = self.workdir / QUARANTINE_SUBDIR
+    return sorted((p.name for p in root.iterdir()), key=lambda n: (len(n), n)) if root.is_dir() else []
 
   def step_path(self, step: int) -> Path:
     return self.directory / str(step)
@@ -210,23 +287,78 @@ class Checkpointer:
 
   # ------------------------------------------------------------------ save
 
-  def save(self, step: int, state: Any, *, meta: Mapping[str, Any], data_iterator: Any = None) -> None:
-    """Start saving ``state`` (and the iterator position) as ``step``; returns once arrays are on host."""
+  def save(self, step: int, state: Any, *, meta: Mapping[str, Any], data_iterator: Any = None,
+           checked_finite: bool = False) -> None:
+    """Start saving ``state`` (and the iterator position) as ``step``; returns once arrays are on host.
+
+    A state holding NaN or inf is refused (:class:`NonFiniteStateError`, nothing written), so the
+    newest step on disk, which the rotation always keeps, is finite. ``checked_finite``: the caller
+    has already fetched :func:`all_finite` of this very state as True (the check is not repeated).
+    """
     if self.read_only:
       raise CheckpointError("this Checkpointer is read-only")
+    if not checked_finite and not bool(all_finite(state)):
+      raise NonFiniteStateError(
+          f"refusing to save step {step} in {self.directory}: the state holds non-finite values ("
+          + "; ".join(f"{k}: {v}" for k, v in nonfinite_summary(state).items()) + "); "
+          + self.kept_description())
     items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(dict(meta))}
     if data_iterator is not None:
       import grain
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-    self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+    self.wait()   # a failure of the previous asynchronous save is reported as that step's (Orbax waits anyway)
+    self._pending = int(step)
+    with self._reporting_write_errors():
+      self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+
+  @contextlib.contextmanager
+  def _reporting_write_errors(self):
+    """Turn a failed write of the pending step (now, or found from an earlier asynchronous save) into
+    :class:`CheckpointWriteError` naming it and the checkpoint kept; raised once, later calls pass."""
+    try:
+      yield
+    except Exception as e:  # noqa: BLE001 - only failed writes are translated
+      reason = write_failure(e)
+      if reason is None or isinstance(e, CheckpointWriteError):
+        raise
+      step, self._failed = self._pending, True
+      on_disk = self._committed_on_disk()
+      kept = (f"the newest complete checkpoint, step {on_disk[-1]} in {self.directory}, is kept" if on_disk
+              else "no complete checkpoint exists yet")
+      raise CheckpointWriteError(
+          f"cannot write checkpoint step {step} to {self.step_path(step) if step is not None else self.directory}: "
+          f"{reason}; {kept} (the unfinished step is not used and is removed by the next run)") from e
+
+  def _committed_on_disk(self) -> list[int]:
+    """Complete step folders on disk now (the manager's own list may hold a step whose save failed)."""
+    try:
+      return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and p.is_dir())
+    except OSError:
+      return []
+
+  def kept_description(self) -> str:
+    """Which checkpoint a stopped run leaves (after pending saves commit): every saved step was finite."""
+    self.wait()
+    latest = self.latest_step()
+    if latest is None:
+      return f"no checkpoint was kept ({self.directory} holds none)"
+    return f"the last good checkpoint is step {latest} in {self.directory} (checked finite; kept)"
 
   def wait(self) -> None:
-    """Block until pending asynchronous saves are committed."""
-    self._manager.wait_until_finished()
+    """Block until pending asynchronous saves are committed (CheckpointWriteError when one failed to write)."""
+    with self._reporting_write_errors():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Wait for pending saves and release the manager; after a reported write failure, errors are not raised
+    again (the first one already said what was kept)."""
+    try:
+      self.wait()
+      self._manager.close()
+    except Exception:  # noqa: BLE001
+      if not self._failed:
+        raise
+      log.debug("closing the checkpoint manager after a failed write", exc_info=True)
 
   # ------------------------------------------------------------------ restore
 
@@ -266,6 +398,8 @@ class Checkpointer:
       return abstract_state, {}
     return {k: v for k, v in fields.items() if k not in absent}, absent
 
+  VANISHED_RETRIES = 20   # re-listings when steps vanish mid-read (a live trainer rotating them)
+
   def restore_newest(self, current_config: Mapping[str, Any], make_abstract: Callable[[dict], Any], *,
                      data_iterator: Any = None, step: int | None = None,
                      quarantine: bool = False) -> tuple[int, Any, dict]:
@@ -277,35 +411,53 @@ class Checkpointer:
     ``quarantine`` (training), unreadable steps are moved to
     ``WORKDIR/unreadable_checkpoints/`` so that training can write that step again.
     """
-    available = self.steps()
-    if not available:
-      raise CheckpointError(f"no checkpoints in {self.directory}")
-    if step is not None:
-      if step not in available:
-        raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; available: {available}")
-      candidates = [step]
-    else:
-      candidates = list(reversed(available))
-    failures = []
-    for s in candidates:
-      try:
-        meta = self.read_meta(s)
-        abstract = make_abstract(meta)
-        self.check_compatible(s, current_config if current_config is not None else meta["config"], abstract)
-        imported = IMPORTED_KEY in meta   # an import has no data position: the iterator starts afresh
-        state = self.restore(s, abstract, data_iterator=None if imported else data_iterator)
-      except ConfigMismatchError:
-        raise
-      except CheckpointError as e:
-        failures.append(str(e))
-        log.warning("checkpoint step %d is unreadable, trying an older one: %s", s, e)
-        if quarantine:
-          self._quarantine(s)
-        continue
-      if failures:
-        log.warning("restored step %d after skipping unreadable newer checkpoints", s)
-      return s, state, meta
-    raise CheckpointError("no readable checkpoint in " + str(self.directory) + ":\n  " + "\n  ".join(failures))
+    failures: list[str] = []
+    unreadable: set[int] = set()
+    for _ in range(self.VANISHED_RETRIES):
+      available = self.steps()
+      if not available:
+        raise CheckpointError(f"no checkpoints in {self.directory}")
+      if step is not None:
+        if step not in available:
+          raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; available: {available}")
+        candidates = [step]
+      else:
+        candidates = [s for s in reversed(available) if s not in unreadable]
+      vanished = None
+      for s in candidates:
+        try:
+          meta = self.read_meta(s)
+          abstract = make_abstract(meta)
+          self.check_compatible(s, current_config if current_config is not None else meta["config"], abstract)
+          imported = IMPORTED_KEY in meta   # an import has no data position: the iterator starts afresh
+          state = self.restore(s, abstract, data_iterator=None if imported else data_iterator)
+        except ConfigMismatchError:
+          raise
+        except CheckpointError as e:
+          if not self.step_path(s).exists():   # deleted after it was listed: a trainer's rotation, not damage
+            vanished = s
+            break
+          failures.append(str(e))
+          unreadable.add(s)
+          log.warning("checkpoint step %d is unreadable, trying an older one: %s", s, e)
+          if quarantine:
+            self._quarantine(s)
+          continue
+        if failures:
+          log.warning("restored step %d after skipping unreadable newer checkpoints", s)
+        return s, state, meta
+      if vanished is None:
+        break
+      if step is not None:
+        raise CheckpointError(f"checkpoint step {step} in {self.directory} was removed while being read (a "
+                              "training run on this workdir rotates its checkpoints: keep_checkpoints); choose "
+                              "a newer --step")
+      log.info("checkpoint step %d was removed while being read (a run is writing this workdir); reading the "
+               "newest step again", vanished)
+      self._manager.reload()   # list afresh: the newest step now is newer than what was listed
+    raise CheckpointError("no readable checkpoint in " + str(self.directory) + ":\n  " + "\n  ".join(
+        failures or ["every step listed was removed while being read (a run on this workdir rotates them faster "
+                     "than they can be read)"]))
 
   def _quarantine(self, step: int) -> None:
     """Move an unreadable step directory aside (inside the workdir; nothing is deleted)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Sequence
 
@@ -66,6 +67,10 @@ def _setup_logging(level: str) -> None:
                       datefmt="%H:%M:%S", stream=sys.stderr)
   for noisy in ("absl", "jax._src", "orbax", "tensorstore"):   # Orbax's notices come through absl
     logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.ERROR)
+  # Orbax logs each failed background write with its traceback from several threads (hundreds of lines for
+  # one full disk) before raising it; the exception itself becomes our one line (--log_level DEBUG shows all).
+  for noisy in ("absl", "orbax"):
+    logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
   from absl import flags, logging as absl_logging
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()   # Grain worker processes read absl flags
@@ -76,8 +81,12 @@ def _error_types() -> tuple[type, ...]:
   """Failures reported as one line (exit 1) instead of a traceback."""
   from jaxgan import checkpoint, train
   from jaxgan.data.image_io import DataError
-  return (checkpoint.CheckpointError, train.TrainingError, DataError, FileNotFoundError, PermissionError,
-          NotADirectoryError, FileExistsError, ValueError)
+  from jaxgan.parallel import DistributedStartError
+  from jaxgan.workdir_lock import WorkdirBusyError
+  # OSError: a full disk, a read-only or unwritable folder anywhere (each save site names what it kept)
+  return (checkpoint.CheckpointError, train.TrainingError, DataError, DistributedStartError, WorkdirBusyError,
+          OSError, ValueError)
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,8 +94,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   Run as the program (``argv`` None) it first applies the process-wide CPU host
   settings of :mod:`jaxgan.host`; called with an explicit ``argv`` from other
-  code it leaves the process's settings alone.
+  code it leaves the process's settings alone. SIGTERM/SIGINT are caught from
+  the first line (:func:`jaxgan.preemption.install_early`): ``train`` stops
+  cleanly wherever it is (exit 0); the other commands end with 128 + the signal
+  number once the command line is read.
   """
+  from jaxgan import preemption
+  preemption.install_early()
+  try:
+    return _main(argv)
+  finally:
+    preemption.release_early()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+  from jaxgan import preemption
   if argv is None:
     from jaxgan import host
     host.configure()
@@ -101,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   except SystemExit as e:   # argparse: --help (0) or a bad option (2, message already printed)
     return int(e.code or 0)
   command = {c.NAME: c for c in COMMANDS}[args.command]
+  saves_on_signal = bool(getattr(command, "SAVES_ON_SIGNAL", False))
+  if not saves_on_signal:   # only train saves on a signal: the others get the default handlers back
+    received = preemption.release_early()
+    if received:
+      print(f"jaxgan {args.command}: stopped by {received}", file=sys.stderr)
+      return 128 + int(getattr(signal, received))
   if overrides and not getattr(command, "TAKES_CONFIG_OVERRIDES", False):
     print(f"jaxgan {args.command}: error: --config.* options apply to `jaxgan train` only "
           f"(the config comes from the checkpoint)", file=sys.stderr)
@@ -108,11 +136,20 @@ def main(argv: Sequence[str] | None = None) -> int:
   args.config_overrides = overrides
   _setup_logging(args.log_level)
   try:
+    join = getattr(command, "join", None)
+    if join is not None:   # a multi-process job is joined before anything starts JAX's backend
+      preemption.check_startup("reading the command line")
+      join(args)
+      preemption.check_startup("joining the job")
     enable_compilation_cache()
     if getattr(command, "RUNS_GENERATORS", False):
       from jaxgan import calibration
       calibration.ensure()   # once per processor and JAX version (~2.5 s), then read from the cache
+      preemption.check_startup("calibrating the layer forms")
     return int(command.run(args))
+  except preemption.StartupStop as e:
+    print(f"jaxgan {args.command}: {e}", file=sys.stderr)
+    return 0
   except UsageError as e:
     print(f"jaxgan {args.command}: error: {e}", file=sys.stderr)
     return 2

@@ -145,13 +145,89 @@ def shard_over_batch(x: jax.Array) -> jax.Array:
   For values computed from the whole global batch in a replicated way (the
   CycleGAN image pool processes the global batch in order), this tells XLA to
   run what follows on 1/N of the batch per device instead of the whole batch on
-  every device. Outside a ``data`` mesh (one device, pmap, plain jit) or when N
-  does not split, it returns ``x`` unchanged.
+  every device. Outside a ``data`` mesh (one device, pmap, plain jit), inside
+  :func:`per_device_step`'s body (already per device: see :func:`local_rows`)
+  or when N does not split, it returns ``x`` unchanged.
   """
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or DATA_AXIS not in mesh.axis_names or x.shape[0] % mesh.shape[DATA_AXIS]:
+  if (mesh.empty or DATA_AXIS not in mesh.axis_names or DATA_AXIS in mesh.manual_axes
+      or x.shape[0] % mesh.shape[DATA_AXIS]):
     return x
   return jax.lax.with_sharding_constraint(x, P(DATA_AXIS))
+
+
+# ----------------------------------------------------------------------------- per-device gradients in a jit step
+
+
+def _data_mesh_to_split() -> Any:
+  """The abstract mesh when the caller traces inside :func:`jit_train_step` over more than one device, else None."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or DATA_AXIS not in mesh.axis_names or DATA_AXIS in mesh.manual_axes:
+    return None
+  return mesh if mesh.shape[DATA_AXIS] > 1 else None
+
+
+def in_per_device_step() -> bool:
+  """True while tracing the per-device body of :func:`per_device_step` (inside its ``shard_map``)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return not mesh.empty and DATA_AXIS in mesh.manual_axes
+
+
+def per_device_step(step_fn: Callable, state: Any, batch: Any, *, config: Any) -> tuple[Any, Any]:
+  """Run ``step_fn(state, batch, config=...)`` once per device on its part of the batch, inside a data mesh.
+
+  Traced inside :func:`jit_train_step` over N > 1 devices, the step body runs
+  under ``jax.shard_map`` over ``data``: the state replicated, the batch split
+  (each device sees its N-th, rows in device order), and the config given
+  ``axis_name = "data"``, so the body averages what the pmap variant averages
+  (each network's gradient tree once, in float32, by
+  :func:`jaxgan.nets.cross_replica_mean`; metrics; BatchNorm moments) and
+  everything else it does is the same on every device. XLA's partitioner, left
+  to itself, all-reduces each use of a weight's gradient separately (CycleGAN
+  applies each generator 3 times: 2.7x its parameters' bytes per step); here
+  every gradient crosses the devices once. The returned state and metrics are
+  replicated. Outside a data mesh (one device, ``pmap``, plain ``jax.jit``) it
+  is a plain call, so the step stays usable on one device. Numbers equal one
+  device on the same global batch; the randomness drawn per image (dropout,
+  the gradient penalty's mixing) differs: the body derives it with
+  :func:`device_key`, like the pmap variant. Values the body needs across the
+  whole batch in order (CycleGAN's image pool) go through
+  :func:`gather_batch` / :func:`local_rows`.
+  """
+  mesh = _data_mesh_to_split()
+  if mesh is None or config.get("axis_name", None) is not None:
+    return step_fn(state, batch, config=config)
+  cfg = config.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.axis_name = DATA_AXIS
+  body = lambda st, b: step_fn(st, b, config=cfg)  # noqa: E731
+  # check_vma=False: AD as under pmap (gradients of the replicated parameters stay per device until the
+  # step's own cross_replica_mean); with it, JAX would psum each use's gradient where it meets the batch.
+  return jax.shard_map(body, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=(P(), P()),
+                       check_vma=False)(state, batch)
+
+
+def device_key(key: jax.Array) -> jax.Array:
+  """Inside :func:`per_device_step`'s body: ``key`` with this device's index folded in; else ``key``.
+
+  For randomness drawn per image of the local batch (dropout masks, gradient-penalty mixing), so that
+  devices do not repeat each other's draws. Keys that must agree on every device (the image pool's) stay
+  as they are.
+  """
+  return jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS)) if in_per_device_step() else key
+
+
+def gather_batch(x: jax.Array) -> jax.Array:
+  """Inside :func:`per_device_step`'s body: the global batch [N, ...] from each device's rows; else ``x``."""
+  return jax.lax.all_gather(x, DATA_AXIS, axis=0, tiled=True) if in_per_device_step() else x
+
+
+def local_rows(x: jax.Array) -> jax.Array:
+  """Inside :func:`per_device_step`'s body: this device's rows of a global batch [N, ...]; else ``x``."""
+  if not in_per_device_step():
+    return x
+  n = x.shape[0] // jax.sharding.get_abstract_mesh().shape[DATA_AXIS]
+  return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(DATA_AXIS) * n, n, axis=0)
 
 
 def jit_train_step(train_step: Callable, config: Any, mesh: Mesh, *, donate: bool = True) -> Callable:
@@ -273,12 +349,15 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
                            env: Mapping[str, str] | None = None) -> bool:
   """Join a multi-process JAX job; returns True when ``jax.distributed`` is initialised.
 
-  Call before anything touches devices. With explicit arguments (``jaxgan
+  Call before anything touches devices (the ``jaxgan`` program calls it before
+  the compilation cache, the calibration or anything else that starts JAX's
+  backend). With explicit arguments (``jaxgan
   train --coordinator_address HOST:PORT --num_processes N --process_id I``)
   those are used; otherwise JAX's cluster detection (Cloud TPU, SLURM, Open
   MPI, ``JAX_COORDINATOR_ADDRESS``) runs when :func:`wants_distributed` says so.
   A lone process does nothing and returns False. On CPU, cross-process
   collectives use ``cpu_collectives`` (gloo). Calling it again is a no-op.
+  Any failure to join raises :class:`DistributedStartError` with a one-line message.
   """
   if jax.distributed.is_initialized():
     return True
@@ -300,12 +379,38 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     kwargs["num_processes"] = int(num_processes)
   if process_id is not None:
     kwargs["process_id"] = int(process_id)
+  how = (", ".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs
+         else "settings detected from the environment (" + _cluster_hint(env) + ")")
+  if _backend_started():
+    raise DistributedStartError(f"cannot join the multi-process job ({how}): JAX's backend is already running in "
+                                "this process; jaxgan.parallel.initialize_distributed must run before any JAX "
+                                "computation or device query")
   try:
     jax.distributed.initialize(**kwargs)
-  except RuntimeError as e:
-    raise RuntimeError(f"jax.distributed.initialize({kwargs}) failed: {e}. It must run before any JAX "
-                       "computation or device query in this process") from e
+  except Exception as e:  # noqa: BLE001 - any failure to join is reported as one line naming its cause
+    cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise DistributedStartError(f"cannot join the multi-process job ({how}): {type(e).__name__}: {cause}") from e
   return True
+
+
+class DistributedStartError(RuntimeError):
+  """Joining the multi-process job failed; the message names the settings used and the cause (one line)."""
+
+
+def _backend_started() -> bool:
+  """Whether this process already started an XLA backend (then ``jax.distributed`` can no longer be joined)."""
+  try:
+    from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+    return bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):   # pragma: no cover - JAX internals moved: let jax.distributed decide
+    return False
+
+
+def _cluster_hint(env: Mapping[str, str] | None) -> str:
+  env = os.environ if env is None else env
+  found = [k for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
+                       "COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS") if env.get(k)]
+  return ", ".join(f"{k}={env[k]}" for k in found) or "none found"
 
 
 def is_main_process() -> bool:

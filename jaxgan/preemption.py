@@ -3,6 +3,12 @@
 :class:`StopSignal` turns SIGTERM/SIGINT into a flag that the training loop
 reads at each step boundary (a second SIGINT interrupts at once).
 
+Start-up (:func:`install_early`, :func:`check_startup`): the ``jaxgan train``
+program catches both signals from the first line of ``cli.main``; a signal
+before the loop ends a one-process run at the end of the current start-up
+phase (joining the job, calibration, restore, compilation) with exit status 0
+and one line (:class:`StartupStop`), and otherwise hands its flag to the loop.
+
 :class:`StopAgreement` makes every process of a multi-process job stop at the
 same step when *any* of them got a signal: on a pod the signal reaches hosts at
 different step boundaries, and a process that saves alone (Orbax waits for all)
@@ -47,19 +53,23 @@ class StopSignal:
   ``signum`` its number (0 before). Handlers are installed only in the main thread.
   """
 
-  def __init__(self) -> None:
+  def __init__(self, notice: str = "saving a checkpoint at the next step boundary") -> None:
     self.requested: str | None = None
     self.signum = 0
     self._previous: dict = {}
+    self._notice = notice
 
   def _handle(self, signum, frame):
     name = signal.Signals(signum).name
     if self.requested and signum == signal.SIGINT:
       raise KeyboardInterrupt
     self.requested, self.signum = name, int(signum)
-    log.warning("%s received: saving a checkpoint at the next step boundary (Ctrl-C again to abort)", name)
+    log.warning("%s received: %s (Ctrl-C again to abort)", name, self._notice)
 
   def __enter__(self) -> "StopSignal":
+    early = _EARLY
+    if early is not None and early is not self and early.requested and not self.requested:
+      self.requested, self.signum = early.requested, early.signum   # a signal of the start-up: the loop takes over
     if threading.current_thread() is threading.main_thread():
       for sig in (signal.SIGTERM, signal.SIGINT):
         self._previous[sig] = signal.signal(sig, self._handle)
@@ -68,6 +78,55 @@ class StopSignal:
   def __exit__(self, *exc) -> None:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+
+class StartupStop(Exception):
+  """A SIGTERM/SIGINT arrived during start-up (before the training loop); the message says where.
+
+  Nothing of the run is lost: no training step ran in this process, so the
+  workdir holds what it held. ``jaxgan train`` reports it on one line and exits 0.
+  """
+
+
+_EARLY: StopSignal | None = None
+
+
+def install_early() -> StopSignal:
+  """Catch SIGTERM/SIGINT from now on (the ``jaxgan train`` program does this first) until :func:`release_early`.
+
+  A signal sets a flag: :func:`check_startup` (called between the start-up
+  phases) then ends a one-process run with :class:`StartupStop`, and the training
+  loop's :class:`StopSignal` inherits the flag (several processes stop together,
+  at the first step boundary, through :class:`StopAgreement`).
+  """
+  global _EARLY
+  release_early()
+  _EARLY = StopSignal(notice="stopping before training starts").__enter__()
+  return _EARLY
+
+
+def release_early() -> str | None:
+  """Restore the handlers that :func:`install_early` replaced; returns the signal's name if one came."""
+  global _EARLY
+  early, _EARLY = _EARLY, None
+  if early is None:
+    return None
+  early.__exit__(None, None, None)
+  return early.requested
+
+
+def check_startup(where: str) -> None:
+  """Raise :class:`StartupStop` when a signal came during start-up (``where``: the phase just finished).
+
+  Only in a one-process run: with several processes none may leave alone (the
+  others would wait for it in a collective), so the training loop stops them all
+  at its first step boundary instead.
+  """
+  early = _EARLY
+  if early is None or not early.requested or jax.distributed.is_initialized():
+    return
+  raise StartupStop(f"stopped by {early.requested} during start-up ({where}), before any training step of this "
+                    "run: nothing was lost; run the same command to resume")
 
 
 class StopAgreement:

@@ -5,8 +5,10 @@ Around the jitted, data-parallel ``train_step`` of :mod:`jaxgan.pix2pix` /
 newest checkpoint (state *and* iterator position, so a resumed run is
 bit-identical to one that never stopped), periodic checkpoints, SIGTERM/SIGINT
 handling (save at the next step boundary, every process at the same step: see
-:mod:`jaxgan.preemption`; return normally), stopping on a non-finite loss
-(naming the step; no checkpoint is written after it), logging (progress,
+:mod:`jaxgan.preemption`; return normally), stopping on a non-finite loss or
+state (checked on device at every log and save point; a non-finite state is
+never saved, so the newest checkpoint, which the rotation keeps, is finite; the
+message names the step and that checkpoint), logging (progress,
 TensorBoard, HTML page, W&B) and periodic evaluation.
 """
 from __future__ import annotations
@@ -26,7 +28,10 @@ import numpy as np
 
 import jaxgan
 from jaxgan import aot_cache, checkpoint, checks, objectives, parallel, reporting
+from jaxgan import preemption
+from jaxgan.data_wait import DataWait
 from jaxgan.preemption import StopAgreement, StopSignal
+from jaxgan.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,12 @@ class TrainingError(RuntimeError):
 
 
 class NonFiniteLossError(TrainingError):
-  """A loss became NaN or infinite; the message names the step and the values."""
+  """A loss (or the state) became NaN or infinite; the message names the step, the values and the
+  checkpoint kept (every checkpoint is checked finite before it is written, so the newest is good)."""
+
+
+class NonFiniteStateError(NonFiniteLossError):
+  """The train state (params, optimiser state, EMA, BatchNorm statistics) holds NaN or inf."""
 
 
 @dataclasses.dataclass
@@ -96,44 +106,81 @@ def compiled_train_step(model, config: ml_collections.ConfigDict, mesh) -> Any:
   return _COMPILED[key]
 
 
-def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint.Checkpointer) -> dict[str, float]:
-  """Fetch pending per-step metrics, raise NonFiniteLossError at the first bad step, return the means."""
-  fetched = jax.device_get([m for _, m in history])
+def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint.Checkpointer, state: Any) -> dict[str, float]:
+  """Fetch pending per-step metrics and whether ``state`` (after the last of them) is all finite;
+  raise NonFiniteLossError at the first bad step (NonFiniteStateError for a bad state with finite
+  losses), naming the checkpoint kept; return the metrics' means. Nothing non-finite is ever saved."""
+  fetched, finite = jax.device_get(([m for _, m in history], checkpoint.all_finite(state)))
   for (step, _), values in zip(history, fetched):
     bad = {k: float(v) for k, v in values.items() if not math.isfinite(float(v))}
     if bad:
-      ckpt.wait()
-      latest = ckpt.latest_step()
-      where = (f"the last good checkpoint is step {latest} in {ckpt.directory}" if latest is not None
-               else "no checkpoint was written")
       raise NonFiniteLossError(
           f"non-finite loss at step {step}: " + ", ".join(f"{k}={v}" for k, v in bad.items())
-          + f" (all: {', '.join(f'{k}={float(v):.4g}' for k, v in values.items())}); {where}. "
-          "Try a lower --config.lr, or check the data.")
+          + f" (all: {', '.join(f'{k}={float(v):.4g}' for k, v in values.items())}); nothing saved after it; "
+          f"{ckpt.kept_description()}. Try a lower --config.lr, or check the data.")
+  if not bool(finite):
+    where = "; ".join(f"{k}: {v}" for k, v in checkpoint.nonfinite_summary(state).items())
+    raise NonFiniteStateError(
+        f"non-finite state at step {history[-1][0]} (losses finite): {where}; not saved; "
+        f"{ckpt.kept_description()}. Try a lower --config.lr, or check the data.")
   return {k: float(np.mean([float(v[k]) for v in fetched])) for k in fetched[-1]}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-                       stop_at_step: int | None = None) -> TrainResult:
+                       stop_at_step: int | None = None, restart_from_scratch: bool = False) -> TrainResult:
   """Train (or resume) the run in ``workdir`` to ``total_steps(config)``, evaluating at the end.
 
   ``stop_at_step`` ends this call early at that step as a preemption would
   (checkpoint saved; the next call resumes). Returns a :class:`TrainResult`.
-  Raises NonFiniteLossError, checkpoint.ConfigMismatchError, data errors.
+  When every checkpoint of ``workdir`` was unreadable and set aside
+  (``unreadable_checkpoints/``) the call refuses (CheckpointError) unless
+  ``restart_from_scratch``, which then trains from step 0 (the set-aside folders
+  are kept); with a readable checkpoint it resumes as always.
+  Raises NonFiniteLossError, checkpoint.ConfigMismatchError, data errors;
+  ValueError for run values that cannot work (:func:`jaxgan.checks.validate_run_config`), before
+  anything is written.
   """
+  checks.validate_run_config(config)
   config = ml_collections.ConfigDict(config.to_dict())
   workdir = Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
-  ckpt = checkpoint.Checkpointer(workdir, keep=int(config.keep_checkpoints))
+  # One writer per workdir (process 0 for a job): a second run is refused here, before anything is touched.
+  lock = WorkdirLock(workdir) if parallel.is_main_process() else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    ckpt = checkpoint.Checkpointer(workdir, keep=int(config.keep_checkpoints))
+  except BaseException:
+    if lock is not None:
+      lock.release()
+    raise
   try:
     ckpt.check_config(config.to_dict())   # refuse a mismatching workdir before building anything
-    run = _setup(config, workdir, ckpt)
+    if ckpt.set_aside() and not ckpt.steps() and not restart_from_scratch:
+      raise checkpoint.CheckpointError(_all_set_aside(ckpt) + "; nothing was written")
+    run = _setup(config, workdir, ckpt, restart_from_scratch)
     try:
+      preemption.check_startup("restoring the checkpoint" if run.resumed else "building the state")
       return _loop(run, config, workdir, ckpt, stop_at_step)
     finally:
       run.iterator.close()
+  except OSError as e:   # a log, sample page or eval.json write on a full or read-only disk: one line
+    reason = checkpoint.write_failure(e)
+    if reason is None:
+      raise
+    raise TrainingError(f"cannot write {e.filename or workdir}: {reason}; the checkpoints in {ckpt.directory} "
+                        f"are kept (newest complete: step {_newest_on_disk(ckpt)})") from e
   finally:
-    ckpt.close()
+    try:
+      ckpt.close()
+    finally:
+      if lock is not None:
+        lock.release()
+
+
+def _newest_on_disk(ckpt: checkpoint.Checkpointer) -> str:
+  steps = ckpt._committed_on_disk()  # pylint: disable=protected-access
+  return str(steps[-1]) if steps else "none"
 
 
 @dataclasses.dataclass
@@ -149,8 +196,17 @@ class _Run:
   meta: dict
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Checkpointer) -> _Run:
-  """Data pipeline, initial state, and the restore of the newest checkpoint when there is one."""
+def _all_set_aside(ckpt: checkpoint.Checkpointer) -> str:
+  return (f"every checkpoint of {ckpt.workdir} was unreadable and is set aside in "
+          f"{ckpt.workdir / checkpoint.QUARANTINE_SUBDIR} ({', '.join(ckpt.set_aside())}); training now would "
+          "start again from step 0 and lose the run: add --restart_from_scratch to do that (the set-aside folders "
+          "are kept), or use a new --workdir")
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Checkpointer,
+           restart_from_scratch: bool = False) -> _Run:
+  """Data pipeline, initial state, and the restore of the newest checkpoint when there is one
+  (none readable: an error, or with ``restart_from_scratch`` a fresh start)."""
   from jaxgan import data
   model = objectives.for_config(config)
   mesh = parallel.make_mesh()
@@ -166,10 +222,22 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
   start, resumed = 0, bool(ckpt.steps())
   if resumed:
     abstract = checkpoint.with_sharding(jax.eval_shape(lambda: state), parallel.replicated_sharding(mesh))
-    start, state, meta = ckpt.restore_newest(config.to_dict(), lambda _meta: abstract, data_iterator=iterator,
-                                             quarantine=parallel.is_main_process())
-    log.info("resumed from %s at step %d", ckpt.step_path(start), start)
-    resumed = checkpoint.IMPORTED_KEY not in meta   # imported weights: the data starts from the beginning
+    try:
+      start, state, meta = ckpt.restore_newest(config.to_dict(), lambda _meta: abstract, data_iterator=iterator,
+                                               quarantine=parallel.is_main_process())
+    except checkpoint.ConfigMismatchError:
+      raise
+    except checkpoint.CheckpointError as e:   # nothing readable (and, on process 0, all set aside)
+      if not restart_from_scratch:
+        raise checkpoint.CheckpointError(f"{e}\n{_all_set_aside(ckpt)}") from None
+      log.warning("no readable checkpoint in %s: --restart_from_scratch, training from step 0", ckpt.directory)
+      iterator.close()   # the failed restore may have moved the iterator: a fresh one
+      iterator = pipeline.iterator()
+      first = _ab(next(iterator))
+      state, start, resumed = parallel.replicate(state, mesh), 0, False
+    else:
+      log.info("resumed from %s at step %d", ckpt.step_path(start), start)
+      resumed = checkpoint.IMPORTED_KEY not in meta   # imported weights: the data starts from the beginning
   else:
     state = parallel.replicate(state, mesh)
   return _Run(model, pipeline, iterator, mesh, state, int(start), first, resumed, make_meta(config, first))
@@ -188,6 +256,7 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
       parts=(_config_key(config), tuple(d.id for d in run.mesh.devices.flat)))
   if jax.process_count() > 1:   # all compiled before the first collective (gloo waits 30 s for peers)
     parallel.compile_everywhere(step_fn, state, first_batch)
+  preemption.check_startup("compiling the train step")   # one process: a signal until now ends the run here
   images_per_step = int(config.batch_size)
   every = lambda key: int(config.get(key, 0) or 0)  # noqa: E731
   due = lambda key: every(key) > 0 and step % every(key) == 0  # noqa: E731
@@ -203,30 +272,34 @@ def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: che
                  f"{run.mesh.devices.size} device(s); " + (f"resuming at step {step}" if run.resumed
                                                            else f"workdir {workdir}"))
   pending_first = None if run.resumed else run.first
+  feed = DataWait(run.pipeline, progress)
   try:
     with StopSignal() as stop:
       agreement = StopAgreement(stop, run.mesh)   # every process stops at the same step
       while step < total:
-        batch = pending_first if pending_first is not None else _ab(next(run.iterator))
+        batch = pending_first if pending_first is not None else _ab(feed.next(run.iterator))
         pending_first = None
-        state, metrics = step_fn(state, parallel.shard_batch(batch, run.mesh))
+        state, metrics = step_fn(state, parallel.shard_batch(batch, run.mesh))   # uint8 pixels: made [-1, 1] on device
+        feed.dispatched(metrics)
         step += 1
         history.append((step, metrics))
         reason = agreement.poll(step) or ("stop_at_step" if step == stop_at_step else None)
         stopping = reason is not None
         saving = stopping or step == total or due("checkpoint_every_steps")
         if saving or step % max(every("log_every_steps"), 1) == 0:
-          last_metrics = _check_finite(history, ckpt)   # nothing non-finite is ever checkpointed
+          last_metrics = _check_finite(history, ckpt, state)   # losses and state: nothing non-finite is saved
           history.clear()
           now = time.perf_counter()
           rate = (step - s_interval) * images_per_step / max(now - t_interval, 1e-9)
+          wait = feed.interval_fraction(now - t_interval, step - s_interval)
           t_interval, s_interval = now, step
-          reporter.scalars(step, {**last_metrics, "images_per_second": rate}, prefix="train/")
-          progress.update(step, last_metrics)
+          reporter.scalars(step, {**last_metrics, "images_per_second": rate, "data_wait_fraction": wait},
+                           prefix="train/")
+          progress.update(step, {**last_metrics, "data_wait": wait})
         else:
           progress.update(step)
         if saving:
-          ckpt.save(step, state, meta=run.meta, data_iterator=run.iterator)
+          ckpt.save(step, state, meta=run.meta, data_iterator=run.iterator, checked_finite=True)
           reporter.flush()
         if main_process and (step == total or due("sample_every_steps")):
           reporter.images(step, inference.visuals(run.model, config, parallel.local_copy(state), samples),

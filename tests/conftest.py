@@ -14,10 +14,20 @@ import pytest
 
 # The CLI calibrates the layer forms per processor (jaxgan.calibration); in the suite every run
 # uses the fixed default, so results do not depend on a timing. tests/test_calibration.py turns it on.
-os.environ.setdefault("JAXGAN_CALIBRATION", "0")
 # Likewise the CLI's cache of whole compiled steps (jaxgan.aot_cache), which cannot see a test's
-# monkeypatches; tests/test_aot_cache.py turns it on.
-os.environ.setdefault("JAXGAN_AOT_CACHE", "0")
+# monkeypatches; tests/test_aot_cache.py turns it on. Subprocesses that must run as a user's would
+# (tests/test_multiprocess.py) take user_environment(), which leaves these out.
+TEST_ONLY_ENV = tuple(k for k in ("JAXGAN_CALIBRATION", "JAXGAN_AOT_CACHE") if k not in os.environ)
+for _key in TEST_ONLY_ENV:
+  os.environ[_key] = "0"
+
+
+def user_environment(**overrides: str) -> dict:
+  """``os.environ`` without the variables this file set for the suite, plus ``overrides``: the environment
+  of a user who runs the same command (a variable the user had set before pytest is kept)."""
+  env = {k: v for k, v in os.environ.items() if k not in TEST_ONLY_ENV}
+  env.update(overrides)
+  return env
 
 
 def torch_required_by_env() -> bool:

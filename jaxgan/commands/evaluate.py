@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
   from jaxgan import inference  # pylint: disable=import-outside-toplevel
+  if Path(args.workdir).exists() and not Path(args.workdir).is_dir():
+    raise NotADirectoryError(f"--workdir {args.workdir} is a file, not a directory: give the training run's folder")
   extractor = None
   if args.fid:   # the weights first: a missing file fails before the checkpoint is read
     from jaxgan import fid, fid_eval, fid_io  # pylint: disable=import-outside-toplevel
@@ -47,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
     results.update(fid_eval.model_fid(config, state, extractor, split=args.split, max_batches=args.batches,
                                       eval_mode=args.eval))
   name = "eval.json" if args.split == "test" else f"eval_{args.split}.json"
-  inference.write_json(Path(args.workdir) / name, results)
-  print(json.dumps(results))
+  print(json.dumps(results), flush=True)   # first: a workdir that cannot be written still gives the metrics
+  path = Path(args.workdir) / name
+  try:
+    inference.write_json(path, results)
+  except OSError as e:
+    with contextlib.suppress(OSError):   # no half-written file left behind (write_json's temporary)
+      path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+    raise OSError(f"cannot write {path}: {e.strerror or e}; the metrics were printed above (not saved)") from e
   return 0
