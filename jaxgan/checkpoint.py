@@ -118,15 +118,15 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
 @jax.jit
 def _all_finite(tree: Any) -> jax.Array:
   # x * 0 is 0 for every finite x and NaN for NaN/inf, so the sum is finite exactly when all values are
-  # (no overflow possible). On the 2-core CPU it ran in 0.43x the time of all(isfinite) per array and
-  # compiled in 0.74x (CycleGAN resnet_9blocks + EMA, 446 arrays: /tmp bench in the issue 27 report).
+  # (it cannot overflow). Measured on the 2-core CPU against all(isfinite(x)) per array (CycleGAN
+  # resnet_9blocks with EMA, 446 arrays, 486 MiB): 0.43x the run time, 0.74x the compile time.
   total = sum((jnp.sum(x * 0, dtype=jnp.float32) for x in jax.tree_util.tree_leaves(tree) if _inexact(x)),
               jnp.float32(0))
   return jnp.isfinite(total)
 
 
 def _inexact(x: Any) -> bool:
-  return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)
+  return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
 
 
 def all_finite(tree: Any) -> jax.Array:

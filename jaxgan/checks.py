@@ -4,6 +4,7 @@ Pure (no I/O); each error names the key or the array and the shape at fault.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import jax
@@ -39,6 +40,37 @@ def validate_config(config: ml_collections.ConfigDict, model: str) -> None:
   for key in ("input_nc", "output_nc", "ngf", "ndf", "batch_size"):
     if int(config.get(key)) < 1:
       raise ValueError(f"config.{key} must be >= 1, got {config.get(key)}")
+
+
+CROPPING_PREPROCESS = ("resize_and_crop", "crop", "scale_width_and_crop")   # the model sees crop_size x crop_size
+
+
+def validate_run_config(config: ml_collections.ConfigDict) -> None:
+  """Values of a training run that would otherwise fail late or silently: ValueError naming the key.
+
+  Every float value finite; ``lr`` > 0; ``num_train_steps`` positive or -1 (the epoch schedule);
+  with a cropping ``preprocess`` the generator sees ``crop_size`` x ``crop_size`` images (training and
+  test time), so ``crop_size`` must be a multiple of :func:`jaxgan.config.generator_stride` (the other
+  modes round each image's size to the stride themselves). Pure; call before anything is written.
+  """
+  for key, value in config.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ValueError(f"config.{key}={value} must be a finite number")
+  if "lr" in config and not float(config.lr) > 0:
+    raise ValueError(f"config.lr={config.lr} must be > 0")
+  if "num_train_steps" in config and (int(config.num_train_steps) < 1 and int(config.num_train_steps) != -1):
+    raise ValueError(f"config.num_train_steps={config.num_train_steps} is not a run length: use -1 for the epoch "
+                     "schedule (n_epochs + n_epochs_decay epochs), or a positive number of steps")
+  if str(config.get("preprocess", "resize_and_crop")) in CROPPING_PREPROCESS and "crop_size" in config:
+    try:
+      stride = config_lib.generator_stride(str(config.netG))
+    except ValueError as e:
+      raise ValueError(f"config.netG={config.netG!r} is not valid: {e}") from None
+    crop = int(config.crop_size)
+    if crop % stride:
+      lower, upper = max(stride, crop // stride * stride), (crop // stride + 1) * stride
+      raise ValueError(f"config.crop_size={crop} must be a multiple of {stride}, the stride of "
+                       f"config.netG={config.netG!r} (e.g. {lower} or {upper})")
 
 
 def check_images(images: jax.Array, *, channels: int, name: str, stride: int | None = None) -> None:

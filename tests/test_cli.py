@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -288,3 +289,36 @@ def test_help_through_python_m():
                        cwd=ROOT, timeout=120)
   assert sub.returncode == 0 and "--direction" in sub.stdout and "--eval" in sub.stdout
   assert jax is not None
+
+
+def test_run_values_that_cannot_work_are_refused_before_anything_is_written(tmp_path, capsys):
+  """Issue 27: crop_size off the generator's stride, a non-finite or non-positive lr, num_train_steps=0."""
+  base = ["train", "--config", str(ROOT / "configs/pix2pix_demo.py"), "--workdir", str(tmp_path / "w"),
+          *(f"--config.{k}={v}" for k, v in {**TINY, **PIX2PIX}.items())]
+  cases = [("crop_size=30", r"config\.crop_size=30 must be a multiple of 32, the stride of config\.netG='unet_32'"),
+           ("lr=nan", r"config\.lr=nan must be a finite number"), ("lr=inf", r"config\.lr=inf must be"),
+           ("lr=0", r"config\.lr=0\.0 must be > 0"), ("lr=-1e-4", r"config\.lr=-0\.0001 must be"),
+           ("lambda_L1=nan", r"config\.lambda_L1=nan must be a finite number"),
+           ("num_train_steps=0", r"config\.num_train_steps=0 .*use -1 for the epoch schedule.*positive number")]
+  for override, message in cases:
+    assert run_cli(*base, f"--config.{override}") == 2, override
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), (override, err)
+    assert not (tmp_path / "w").exists(), override
+  config = cli.load_config_file(str(ROOT / "configs/pix2pix_demo.py"))   # -1 keeps the epoch schedule
+  assert cli.apply_overrides(config, [("num_train_steps", "-1"), ("crop_size", "512"), ("load_size", "542")])
+  cyc = cli.load_config_file(str(ROOT / "configs/cyclegan_demo.py"))     # resnet: stride 4
+  with pytest.raises(cli.UsageError, match=r"crop_size=30 must be a multiple of 4, the stride .*\(e\.g\. 28 or 32\)"):
+    cli.apply_overrides(cyc, [("crop_size", "30")])
+  assert cli.apply_overrides(cyc, [("preprocess", "scale_width")])   # rounds each image to the stride itself
+
+
+def test_evaluate_and_translate_on_a_file_say_it_is_not_a_directory(tmp_path, capsys):
+  file = tmp_path / "run"
+  file.write_text("not a workdir")
+  write_image(tmp_path / "img.png", 32, 32)
+  assert run_cli("evaluate", "--workdir", file) == 1
+  assert f"--workdir {file} is a file, not a directory" in capsys.readouterr().err
+  assert run_cli("translate", "--workdir", file, "--input", tmp_path / "img.png", "--output", tmp_path / "out") == 1
+  assert f"--workdir {file} is a file, not a directory" in capsys.readouterr().err
+  assert not (tmp_path / "out").exists() and file.read_text() == "not a workdir"

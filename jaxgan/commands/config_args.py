@@ -162,8 +162,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[tuple
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """:func:`jaxgan.config.validate` with its ValueError turned into a UsageError."""
+  """:func:`jaxgan.config.validate` and :func:`jaxgan.checks.validate_run_config` (crop_size against the
+  generator's stride, finite positive lr, num_train_steps) with their ValueError turned into a UsageError."""
+  from jaxgan import checks  # pylint: disable=import-outside-toplevel  (imports JAX: not for --help)
   try:
     config_lib.validate(config)
+    checks.validate_run_config(config)
   except ValueError as e:
     raise UsageError(str(e)) from None
