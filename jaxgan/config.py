@@ -25,6 +25,7 @@ GAN_MODES = ("vanilla", "lsgan", "wgangp")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 DTYPES = ("float32", "bfloat16")
+DATA_DTYPES = ("auto", "uint8", "uint16", "float32")   # what a batch ships (jaxgan/data/pipeline.py)
 DIRECTIONS = ("AtoB", "BtoA")
 DATASET_KINDS = ("demo", "folder", "tfds")   # dataset="<kind>:..."; each has a backend in jaxgan/data/
 DEMO_DATASETS = ("facades", "seasons")       # dataset="demo:<name>" (jaxgan/data/demo.py)
@@ -32,12 +33,12 @@ DEMO_DATASETS = ("facades", "seasons")       # dataset="demo:<name>" (jaxgan/dat
 # Keys with a fixed set of values (netG has a grammar instead: parse_netG).
 CHOICES: dict[str, Sequence[str]] = {
     "model": MODELS, "netD": DISCRIMINATORS, "norm": NORMS, "gan_mode": GAN_MODES, "init_type": INIT_TYPES,
-    "preprocess": PREPROCESS, "dtype": DTYPES, "direction": DIRECTIONS,
+    "preprocess": PREPROCESS, "dtype": DTYPES, "direction": DIRECTIONS, "data_dtype": DATA_DTYPES,
 }
 POSITIVE_KEYS = ("input_nc", "output_nc", "ngf", "ndf", "batch_size", "load_size", "crop_size", "n_layers_D",
                  "epoch_count")
 NON_NEGATIVE_KEYS = ("lr", "lambda_L1", "lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "pool_size",
-                     "n_epochs", "n_epochs_decay", "num_workers", "init_gain", "log_every_steps",
+                     "n_epochs", "n_epochs_decay", "init_gain", "log_every_steps",
                      "checkpoint_every_steps", "sample_every_steps", "eval_every_steps", "keep_checkpoints",
                      "fid_every_steps")
 
@@ -47,7 +48,8 @@ OPTIONAL_KEYS: dict[str, tuple[type, Any]] = {
     "demo_train_size": (int, 400),    # images per domain in the demo train split
     "demo_test_size": (int, 50),      # images in the demo test split
     "demo_image_size": (int, 0),      # side of the generated images (0: load_size for train, else crop_size)
-    "data_threads": (int, 0),         # Grain reader threads (0: automatic)
+    "data_threads": (int, 0),         # Grain reader threads per process (0: automatic, see num_workers)
+    "data_dtype": (str, "auto"),      # batches ship uint8/uint16 pixels (auto: the data's depth) or float32
     "prefetch_batches": (int, 4),     # batches read ahead
     "wandb_project": (str, "jaxgan"),
     "sample_rows": (int, 4),          # images per sample grid
@@ -102,6 +104,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in NON_NEGATIVE_KEYS:
     if key in config and float(config[key]) < 0:
       raise ValueError(f"config.{key}={config[key]} must be >= 0")
+  if int(config.get("num_workers", -1)) < -1:
+    raise ValueError(f"config.num_workers={config.num_workers} must be -1 (automatic), 0 or more")
   if int(config.crop_size) > int(config.load_size) and "crop" in str(config.preprocess):
     raise ValueError(f"config.crop_size={config.crop_size} is larger than config.load_size={config.load_size}")
   dataset = str(config.dataset)
@@ -127,7 +131,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.input_nc = 3
   c.output_nc = 3
   c.skip_bad_images = False
-  c.num_workers = 0             # Grain worker processes (0: read in the main process)
+  c.num_workers = -1            # Grain worker processes: -1 sized to the host (jaxgan.data.pipeline.data_parallelism),
+                                # 0 read in the training process (threads), N processes
   c.max_dataset_size = -1       # cap on examples per domain; -1 = all
   # Networks.
   c.netG = "unet_256"

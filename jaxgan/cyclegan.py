@@ -27,6 +27,7 @@ import ml_collections
 import optax
 
 from jaxgan import checks, config as config_lib, losses, nets, optim, parallel, pool
+from jaxgan.images import to_model_range
 
 Batch = Mapping[str, jax.Array]
 GENERATORS = ("G_AB", "G_BA")
@@ -81,8 +82,8 @@ def init(rng: jax.Array, config: ml_collections.ConfigDict, batch: Batch) -> Cyc
   rng = nets.to_key(rng)
   keys = dict(zip(("G_AB", "G_BA", "D_A", "D_B", "state"), jax.random.split(rng, 5)))
   modules = networks(config)
-  a = jnp.asarray(batch["A"][:1], jnp.float32)
-  b = jnp.asarray(batch["B"][:1], jnp.float32)
+  a = to_model_range(batch["A"][:1], name="batch['A']")
+  b = to_model_range(batch["B"][:1], name="batch['B']")
   samples = {"G_AB": a, "G_BA": b, "D_A": b, "D_B": a}
   params, stats = {}, {}
   for name, module in modules.items():
@@ -106,13 +107,15 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
 
   Returns the new state and float32 metrics ``D_A, G_A, cycle_A, idt_A, D_B, G_B,
   cycle_B, idt_B`` (the reference's names) plus ``G``, ``D`` totals and ``lr``.
+  ``batch`` images: NHWC float32 in [-1, 1], or uint8/uint16 pixels (made [-1, 1] inside the
+  step, on the device: :func:`jaxgan.images.to_model_range`).
   """
   modules = networks(config)
   tx = optim.make_optimizer(config)
   gan_mode = str(config.gan_mode)
   lam_a, lam_b, lam_idt = float(config.lambda_A), float(config.lambda_B), float(config.lambda_identity)
-  real_a = jnp.asarray(batch["A"], jnp.float32)
-  real_b = jnp.asarray(batch["B"], jnp.float32)
+  real_a = to_model_range(batch["A"], name="batch['A']")   # uint8/uint16 pixels: on the device
+  real_b = to_model_range(batch["B"], name="batch['B']")
   key = jax.random.fold_in(state.rng, state.step)
   k_drop, k_pool_a, k_pool_b, k_gp = jax.random.split(key, 4)
   params, stats = state.params, state.batch_stats
@@ -214,5 +217,5 @@ def translate(state: CycleGANState, images: jax.Array, *, config: ml_collections
   module = networks(config)[name]
   key = rng if rng is not None else jax.random.fold_in(state.rng, 0x7E57)
   params = state.ema[name] if state.ema else state.params[name]
-  return nets.generate(module, params, state.batch_stats[name], jnp.asarray(images, jnp.float32),
+  return nets.generate(module, params, state.batch_stats[name], to_model_range(images),
                          eval_mode=eval_mode, rng=key, ids=ids)

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from jaxgan import checkpoint, metrics, objectives, parallel
+from jaxgan.images import batch_to_float
 from jaxgan import config as config_lib
 from jaxgan.reporting import write_json  # noqa: F401  (re-exported for the commands)
 
@@ -64,7 +65,8 @@ def load_for_inference(workdir: str | os.PathLike, step: int | None = None) -> t
 
 
 def sample_batch(config: ml_collections.ConfigDict, fallback: Mapping[str, np.ndarray], rows: int = 4) -> dict:
-  """Up to ``rows`` fixed images for the sample grids: the test split's first ones, else ``fallback``."""
+  """Up to ``rows`` fixed images for the sample grids: the test split's first ones, else ``fallback``
+  (as host float32 in [-1, 1], whatever dtype the pipeline ships)."""
   from jaxgan import data
   try:
     it = data.create_pipeline(config, split="test", shuffle=False, process_index=0, process_count=1,
@@ -76,10 +78,10 @@ def sample_batch(config: ml_collections.ConfigDict, fallback: Mapping[str, np.nd
       if n >= rows:
         break
     if batches and len({b["A"].shape[1:] for b in batches}) == 1:
-      return {k: np.concatenate([b[k] for b in batches])[:rows] for k in ("A", "B")}
+      return batch_to_float({k: np.concatenate([b[k] for b in batches])[:rows] for k in ("A", "B")})
   except (data.DataError, FileNotFoundError, OSError):
     pass
-  return {k: np.asarray(fallback[k])[:rows] for k in ("A", "B")}
+  return batch_to_float({k: np.asarray(fallback[k])[:rows] for k in ("A", "B")})
 
 
 def visuals(model, config: ml_collections.ConfigDict, state: Any, batch: Mapping[str, np.ndarray]) -> dict:
@@ -89,6 +91,7 @@ def visuals(model, config: ml_collections.ConfigDict, state: Any, batch: Mapping
   ``real_A | fake_B | rec_A | real_B | fake_A | rec_B``.
   """
   eval_mode = bool(config.get("eval_mode", False))
+  batch = batch_to_float(batch)   # the grid shows [-1, 1] images whatever the pipeline shipped
   ids = np.arange(len(batch["A"]), dtype=np.uint32)
   ab = _translate_fn(model, config, "AtoB", eval_mode)
   fake_b = ab(state, batch["A"], ids)
@@ -101,13 +104,14 @@ def visuals(model, config: ml_collections.ConfigDict, state: Any, batch: Mapping
 
 
 def _split_batches(pipeline, max_batches: int) -> Iterator[tuple[np.ndarray, dict]]:
-  """``(ids, batch)`` of an unshuffled split: ids are the images' indices in the split."""
+  """``(ids, batch)`` of an unshuffled split: ids are the images' indices in the split; the batch's
+  images as host float32 in [-1, 1] (the metrics, baselines and FID read them on the host)."""
   start = 0
   for i, batch in enumerate(pipeline.iterator()):
     if 0 <= max_batches <= i:
       break
     n = len(batch["A"])
-    yield np.arange(start, start + n, dtype=np.uint32), batch
+    yield np.arange(start, start + n, dtype=np.uint32), batch_to_float(batch)
     start += n
 
 
@@ -144,7 +148,7 @@ def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "tes
   sums: dict[str, np.ndarray] = {}
   for ids, batch in _split_batches(pipeline, max_batches):
     if pipeline.paired:
-      second = next(oracle) if oracle is not None else None   # the same examples, rendered with other noise
+      second = batch_to_float(next(oracle)) if oracle is not None else None   # the same examples, other noise
       for d in directions:
         x, y = batch[source[d]], batch[target[d]]
         acc.add(metrics.image_metrics(fns[d](state, x, ids), y), prefix=prefix[d])

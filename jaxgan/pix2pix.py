@@ -25,6 +25,7 @@ import ml_collections
 import optax
 
 from jaxgan import checks, config as config_lib, losses, nets, optim
+from jaxgan.images import to_model_range
 
 Batch = Mapping[str, jax.Array]
 DIRECTIONS = ("AtoB",)            # one generator: input -> output of the training pairs
@@ -64,8 +65,8 @@ def init(rng: jax.Array, config: ml_collections.ConfigDict, batch: Batch) -> Pix
   rng = nets.to_key(rng)
   k_g, k_d, k_state = jax.random.split(rng, 3)
   G, D = networks(config)
-  a = jnp.asarray(batch["A"][:1], jnp.float32)
-  b = jnp.asarray(batch["B"][:1], jnp.float32)
+  a = to_model_range(batch["A"][:1], name="batch['A']")
+  b = to_model_range(batch["B"][:1], name="batch['B']")
   params_g, stats_g = nets.init_network(G, k_g, a)
   params_d, stats_d = nets.init_network(D, k_d, jnp.concatenate([a, b], axis=-1))
   tx = optim.make_optimizer(config)
@@ -85,12 +86,14 @@ def train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Conf
   """One reference iteration (D update, then G update). Pure; jit with config bound.
 
   Returns the new state and float32 metrics: ``G_GAN, G_L1, G, D_real, D_fake, D, lr``.
+  ``batch`` images: NHWC float32 in [-1, 1], or uint8/uint16 pixels (made [-1, 1] inside the
+  step, on the device: :func:`jaxgan.images.to_model_range`).
   """
   G, D = networks(config)
   tx = optim.make_optimizer(config)
   gan_mode = str(config.gan_mode)
-  real_a = jnp.asarray(batch["A"], jnp.float32)
-  real_b = jnp.asarray(batch["B"], jnp.float32)
+  real_a = to_model_range(batch["A"], name="batch['A']")   # uint8/uint16 pixels: on the device
+  real_b = to_model_range(batch["B"], name="batch['B']")
   key = jax.random.fold_in(state.rng, state.step)
   k_drop, k_gp = jax.random.split(key)
   params, stats = state.params, state.batch_stats
@@ -165,5 +168,5 @@ def translate(state: Pix2PixState, images: jax.Array, *, config: ml_collections.
   G, _ = networks(config)
   key = rng if rng is not None else jax.random.fold_in(state.rng, 0x7E57)
   params_g = state.ema["G"] if state.ema else state.params["G"]
-  return nets.generate(G, params_g, state.batch_stats["G"], jnp.asarray(images, jnp.float32),
+  return nets.generate(G, params_g, state.batch_stats["G"], to_model_range(images),
                          eval_mode=eval_mode, rng=key, ids=ids)

@@ -1,7 +1,25 @@
-"""Input-pipeline throughput (images/s) for each data source at the reference 286 -> 256 preprocessing.
+"""Input-pipeline throughput at the reference 286 -> 256 preprocessing, against what the host can do.
 
-    python scripts/benchmark_data.py [--batch-sizes 1,8] [--workers 0,2] [--steps 30] [--sources ...]
+    python scripts/benchmark_data.py [--rounds 3] [--seconds 3] [--batch-size 8] [--workers N] [--accelerators N]
+    python scripts/benchmark_data.py --grid [--batch-sizes 1,8] [--workers 0,2] [--steps 30] [--sources ...]
     python scripts/benchmark_data.py --scan 100000 [--scan-dir DIR]
+
+The default mode measures, side by side in one run, the *default* pipeline
+(``create_pipeline`` of the CycleGAN recipe on a ``folder:`` of 256x256 JPEGs,
+286 -> 256, batch 8, every data setting at its default) against the host's
+limit: the number of cores this process may use times the rate of a bare
+single-thread PIL loop doing the same work (decode A and B, bicubic resize to
+286, random 256 crop, random flip, a contiguous uint8 array) on the same files.
+It prints examples/s of both, their ratio (the target is >= 0.7), the dtype the
+batches arrive in and the bytes per example they carry. The two are measured in
+alternating rounds (``--rounds``), each a fresh iterator whose first batches
+(worker start-up) are not timed, so a machine shared with other work loads both
+alike; the medians are reported. ``--accelerators N`` sizes the default
+pipeline as a process driving N accelerators would (worker processes); by
+default it is sized for this process (CPU devices: reader threads).
+
+``--grid`` is the older table: examples/s for each source, batch size and
+worker count:
 
 ``--scan N`` instead times opening an unpaired folder of N files per domain
 (listing, sorting, matching names) and the image-size check that CycleGAN with
@@ -126,6 +144,87 @@ def measure(source: str, root: str, batch_size: int, workers: int, steps: int, w
   return steps * batch_size / dt
 
 
+def bare_rate(files_a: Sequence[str], files_b: Sequence[str], seconds: float, load: int = 286,
+              crop: int = 256) -> float:
+  """Examples/s of a bare single-thread PIL loop: decode A and B, resize, random crop, random flip."""
+  rng = np.random.default_rng(0)
+  n, t0 = 0, time.perf_counter()
+  while True:
+    for files in (files_a, files_b):
+      with Image.open(files[n % len(files)]) as im:
+        arr = np.asarray(im.resize((load, load), Image.BICUBIC))
+      x, y = (int(v) for v in rng.integers(0, load - crop + 1, 2))
+      arr = arr[y:y + crop, x:x + crop]
+      if rng.random() > 0.5:
+        arr = arr[:, ::-1]
+      np.ascontiguousarray(arr)
+    n += 1
+    dt = time.perf_counter() - t0
+    if dt >= seconds and n >= 8:
+      return n / dt
+
+
+def pipeline_rate(config, seconds: float, warmup: int, position: int = 0) -> tuple[float, dict, int]:
+  """Examples/s of ``create_pipeline(config)`` from stream ``position`` (a fresh iterator; ``warmup``
+  batches untimed), with a description of the batches; returns (rate, info, next position)."""
+  pipe = create_pipeline(config, process_index=0, process_count=1)
+  it = pipe.iterator()
+  if position:
+    it.set_state({**it.get_state(), "next_position": position})
+  try:
+    for _ in range(warmup):
+      next(it)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds / 3:   # past the buffers filled during start-up
+      next(it)
+    n, t0 = 0, time.perf_counter()
+    while True:
+      batch = next(it)
+      n += len(batch["A"])
+      dt = time.perf_counter() - t0
+      if dt >= seconds and n >= 4 * pipe.batch_size:
+        break
+    info = {"dtype_A": str(batch["A"].dtype), "dtype_B": str(batch["B"].dtype),
+            "bytes_per_example": int(batch["A"][0].nbytes + batch["B"][0].nbytes),
+            "num_workers": pipe.num_workers, "threads": pipe.num_threads}
+    return n / dt, info, int(it.get_state()["next_position"])
+  finally:
+    it.close()
+
+
+def measure_limit(root: str, *, rounds: int, seconds: float, batch_size: int, warmup: int,
+                  workers: int | None, data_dtype: str | None, accelerators: int | None) -> dict:
+  """The default pipeline against cores x the bare loop, in alternating rounds (module docstring)."""
+  from jaxgan.data import pipeline as pipeline_lib  # pylint: disable=import-outside-toplevel
+  c = _config("folder-unpaired", root, batch_size, -1)
+  if workers is not None:
+    c.num_workers = workers
+  else:
+    c.num_workers = config_lib.get_cyclegan_base_config().get("num_workers", 0)   # the recipe's default
+  if data_dtype:
+    c.data_dtype = data_dtype
+  if accelerators is not None and hasattr(pipeline_lib, "local_accelerators"):
+    pipeline_lib.local_accelerators = lambda: accelerators
+  cores = pipeline_lib.host_cores() if hasattr(pipeline_lib, "host_cores") else len(os.sched_getaffinity(0))
+  files = [sorted(os.path.join(root, "unpaired", d, f) for f in os.listdir(os.path.join(root, "unpaired", d)))
+           for d in ("trainA", "trainB")]
+  bare, pipe, position, info = [], [], 0, {}
+  for r in range(rounds):
+    bare.append(bare_rate(*files, seconds))
+    rate, info, position = pipeline_rate(c, seconds, warmup, position)
+    pipe.append(rate)
+    print(f"round {r + 1}/{rounds}: bare loop {bare[-1]:6.1f} examples/s per core x {cores} cores = "
+          f"{bare[-1] * cores:6.1f}; pipeline {rate:6.1f} examples/s; ratio {rate / (bare[-1] * cores):.2f}",
+          flush=True)
+  per_core, rate = float(np.median(bare)), float(np.median(pipe))
+  return {"mode": "limit", "cores": cores, "bare_examples_per_s_per_core": round(per_core, 1),
+          "host_limit_examples_per_s": round(per_core * cores, 1), "pipeline_examples_per_s": round(rate, 1),
+          "ratio": round(rate / (per_core * cores), 3),
+          "round_ratios": [round(p / (b * cores), 3) for b, p in zip(bare, pipe)],
+          "batch_size": batch_size, "rounds": rounds, "accelerators": accelerators, **info,
+          "uint8_batches": info.get("dtype_A") == info.get("dtype_B") == "uint8"}
+
+
 def make_scan_folder(root: str, n: int) -> None:
   """``root/trainA`` and ``root/trainB`` with ``n`` identical tiny PNGs each (kept when already complete)."""
   buf = io.BytesIO()
@@ -167,9 +266,17 @@ def measure_scan(n: int, scan_dir: str | None) -> dict:
 def main(argv: Sequence[str] | None = None) -> list[dict]:
   """Run the grid of (source, batch size, workers); print a table and JSON lines; return the rows."""
   parser = argparse.ArgumentParser(description="jaxgan input-pipeline throughput at 286 -> 256")
-  parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma list of {SOURCES}")
-  parser.add_argument("--batch-sizes", default="1,8")
-  parser.add_argument("--workers", default="0,2")
+  parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of bare loop and pipeline")
+  parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds of each measurement of a round")
+  parser.add_argument("--batch-size", type=int, default=8)
+  parser.add_argument("--data-dtype", default=None, help="config.data_dtype of the pipeline (default: its own)")
+  parser.add_argument("--accelerators", type=int, default=None,
+                      help="size the default pipeline for a process driving N accelerators")
+  parser.add_argument("--grid", action="store_true", help="the table of sources x batch sizes x workers instead")
+  parser.add_argument("--sources", default=",".join(SOURCES), help=f"--grid: comma list of {SOURCES}")
+  parser.add_argument("--batch-sizes", default="1,8", help="--grid: comma list")
+  parser.add_argument("--workers", default=None,
+                      help="num_workers: one value (default: the recipe's) or, with --grid, a comma list (0,2)")
   parser.add_argument("--steps", type=int, default=0, help="timed batches (default: about 64 examples)")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--json", action="store_true", help="print only JSON lines")
@@ -185,6 +292,20 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   absl_logging.set_verbosity(absl_logging.ERROR)   # TFDS's "OpenCV is not installed" notice
+  if not args.grid:
+    with tempfile.TemporaryDirectory(prefix="jaxgan-bench-") as root:
+      make_folders(root)
+      row = measure_limit(root, rounds=args.rounds, seconds=args.seconds, batch_size=args.batch_size,
+                          warmup=args.warmup, workers=None if args.workers is None else int(args.workers),
+                          data_dtype=args.data_dtype, accelerators=args.accelerators)
+    if not args.json:
+      print(f"default pipeline {row['pipeline_examples_per_s']} examples/s = {row['ratio']:.2f} of the host's "
+            f"limit {row['host_limit_examples_per_s']} ({row['cores']} cores x {row['bare_examples_per_s_per_core']} "
+            f"of a bare PIL loop); batches arrive as A {row.get('dtype_A')}, B {row.get('dtype_B')} "
+            f"({row.get('bytes_per_example')} bytes per example); {row.get('num_workers')} worker process(es), "
+            f"{row.get('threads')} thread(s)")
+    print(json.dumps(row), flush=True)
+    return [row]
   rows = []
   with tempfile.TemporaryDirectory(prefix="jaxgan-bench-") as root:
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
@@ -192,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
       make_folders(root)
     for source in sources:
       for bs in (int(b) for b in args.batch_sizes.split(",")):
-        for w in (int(x) for x in args.workers.split(",")):
+        for w in (int(x) for x in (args.workers or "0,2").split(",")):
           steps = args.steps or max(4, 64 // bs)
           ips = measure(source, root, bs, w, steps, args.warmup)
           row = {"source": source, "batch_size": bs, "num_workers": w, "images_per_s": round(ips, 1),

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from jaxgan import data, inference, metrics, objectives  # noqa: E402  pylint: disable=wrong-import-position
+from jaxgan.images import batch_to_float  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def main(argv=None) -> int:
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
   outs: dict[str, list] = {d: [] for d in model.DIRECTIONS}
   tgts: dict[str, list] = {d: [] for d in model.DIRECTIONS}
   start = 0
-  for batch in pipe.iterator():
+  for batch in map(batch_to_float, pipe.iterator()):   # pixels as shipped -> [-1, 1] for the pattern
     ids = np.arange(start, start + len(batch["A"]), dtype=np.uint32)
     start += len(ids)
     for d in model.DIRECTIONS:

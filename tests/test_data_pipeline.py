@@ -49,14 +49,14 @@ def id_folder(tmp_path):
 
 
 def _ids(batch):
-  return [int(round((float(a[..., 0].mean()) + 1) * 127.5)) for a in batch["A"]]
+  return [int(round(float(a[..., 0].mean()))) for a in batch["A"]]   # uint8 pixels
 
 
 def test_deterministic_for_a_seed():
   c = _cfg()
   first = _take(_pipe(c).iterator(), 3)
   assert _same(first, _take(_pipe(c).iterator(), 3))
-  assert first[0]["A"].shape == (2, 16, 16, 3) and first[0]["A"].dtype == np.float32
+  assert first[0]["A"].shape == (2, 16, 16, 3) and first[0]["A"].dtype == np.uint8   # shipped as pixels
   assert not _same(first, _take(_pipe(c, seed=1).iterator(), 3))
   # Evaluation: test-time preprocessing (no random crop or flip), no shuffle -- the seed does not matter.
   ev = _take(_pipe(c, split="test", num_epochs=1).iterator(), 2)
@@ -166,7 +166,7 @@ def test_preprocess_modes_through_the_pipeline(netG, mode, want):
   c = _cfg(netG=netG, preprocess=mode, demo_image_size=21)
   b = _take(_pipe(c).iterator(), 1)[0]
   assert b["A"].shape[1:3] == want and b["B"].shape[1:3] == want
-  assert b["A"].min() >= -1 and b["A"].max() <= 1
+  assert b["A"].dtype == b["B"].dtype == np.uint8
 
 
 def test_config_errors_name_the_option():
@@ -184,7 +184,7 @@ def test_benchmark_command_reports_each_setting():
   spec = importlib.util.spec_from_file_location("benchmark_data", path)
   bench = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bench)
-  rows = bench.main(["--sources", "demo:facades,tfds", "--batch-sizes", "1,2", "--workers", "0",
+  rows = bench.main(["--grid", "--sources", "demo:facades,tfds", "--batch-sizes", "1,2", "--workers", "0",
                      "--steps", "1", "--warmup", "0", "--json"])
   assert [(r["source"], r["batch_size"]) for r in rows] == [("demo:facades", 1), ("demo:facades", 2),
                                                            ("tfds", 1), ("tfds", 2)]
@@ -224,5 +224,70 @@ def test_test_split_is_resized_whole_to_crop_size(tmp_path):
   batches = _take(_pipe(c, split="test", num_epochs=1).iterator(), 2)
   for batch, (a, b) in zip(batches, halves):
     for key, half in (("A", a), ("B", b)):
-      want = np.asarray(Image.fromarray(half).resize((16, 16), Image.BICUBIC)).astype(np.float32) / 127.5 - 1
-      np.testing.assert_allclose(batch[key][0], want, atol=1e-6)
+      want = np.asarray(Image.fromarray(half).resize((16, 16), Image.BICUBIC))
+      np.testing.assert_array_equal(batch[key][0], want)
+
+
+# ----------------------------------------------------------------------------- shipping format and host sizing
+
+
+def _gray16(path, value):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(np.full((8, 8), value, np.uint16)).save(path)
+
+
+def test_16bit_data_ships_uint16_exactly_and_a_narrower_stream_warns(tmp_path, monkeypatch, caplog):
+  from jaxgan.data import pipeline as pipeline_lib  # pylint: disable=import-outside-toplevel
+  from jaxgan.images import batch_to_float  # pylint: disable=import-outside-toplevel
+  for i in range(3):
+    _gray16(str(tmp_path / "deep" / "trainA" / f"{i}.png"), 1000 * i + 1)     # not a multiple of 257: 16 bits used
+    _gray16(str(tmp_path / "deep" / "trainB" / f"{i}.png"), 65535 - i)
+  c = _cfg("cyclegan", dataset=f"folder:{tmp_path / 'deep'}", input_nc=1, output_nc=1, load_size=8, crop_size=8,
+           preprocess="crop", no_flip=True, batch_size=3)
+  p = _pipe(c, shuffle=False)
+  b = _take(p.iterator(), 1)[0]
+  assert p.dtypes == {"A": np.uint16, "B": np.uint16} and b["A"].dtype == b["B"].dtype == np.uint16
+  assert [int(a.max()) for a in b["A"]] == [1, 1001, 2001]                  # every bit kept
+  np.testing.assert_array_equal(batch_to_float(b)["A"][1], np.float32((1001 / 65535 - 0.5) / 0.5))
+  # A folder that starts 8-bit ships uint8; a later 16-bit image is rounded with a warning naming it and the fix.
+  Image.fromarray(np.full((8, 8), 7, np.uint8), "L").save(tmp_path / "deep" / "trainA" / "0.png")
+  monkeypatch.setattr(pipeline_lib, "_WARNED", set())
+  with caplog.at_level("WARNING"):
+    b = _take(_pipe(c, shuffle=False).iterator(), 1)[0]
+  assert b["A"].dtype == np.uint8 and [int(a.max()) for a in b["A"]] == [7, 4, 8]   # 1001/257, 2001/257 rounded
+  assert "1.png" in caplog.text and "data_dtype=uint16" in caplog.text
+  c.data_dtype = "float32"                                                  # the override: host floats in [-1, 1]
+  b = _take(_pipe(c, shuffle=False).iterator(), 1)[0]
+  assert b["A"].dtype == np.float32 and b["A"][1].max() == np.float32((1001 / 65535 - 0.5) / 0.5)
+  with pytest.raises(DataError, match="data_dtype='int8'"):
+    _pipe(_cfg(data_dtype="int8"))
+
+
+def test_host_work_is_sized_to_the_host_and_the_config_overrides_it(monkeypatch):
+  from jaxgan.data import pipeline as pipeline_lib  # pylint: disable=import-outside-toplevel
+  sizing = pipeline_lib.data_parallelism
+  # A process driving 8 accelerators on a 16-core host: worker processes, one core left to training.
+  assert sizing(-1, 0, train=True, cores=16, accelerators=8) == (15, 1)
+  assert sizing(-1, 0, train=True, cores=64, accelerators=1) == (4, 1)
+  assert sizing(-1, 0, train=True, cores=2, accelerators=1) == (1, 1)
+  # CPU devices (they share the cores with the step) and evaluation splits: threads in the process.
+  assert sizing(-1, 0, train=True, cores=16, accelerators=0) == (0, 8)
+  assert sizing(-1, 0, train=False, cores=16, accelerators=8) == (0, 8)
+  assert sizing(-1, 0, train=True, cores=1, accelerators=0) == (0, 1)
+  assert sizing(3, 0, train=True, cores=16, accelerators=8) == (3, 1) and sizing(0, 5, cores=16) == (0, 5)
+  with pytest.raises(DataError, match="num_workers=-2"):
+    sizing(-2, 0)
+  # Through create_pipeline with the recipe's default (num_workers=-1) on a pretend 16-core, 8-GPU host.
+  monkeypatch.setattr(pipeline_lib, "host_cores", lambda: 16)
+  monkeypatch.setattr(pipeline_lib, "local_accelerators", lambda: 8)
+  c = config_lib.get_cyclegan_base_config()
+  assert c.num_workers == -1
+  c.update(dict(dataset="demo:seasons", load_size=20, crop_size=16, netG="resnet_6blocks", demo_train_size=3))
+  p = _pipe(c)
+  assert (p.num_workers, p.num_threads) == (15, 1)
+  assert _pipe(c, split="test").num_workers == 0
+  c.num_workers, c.data_threads = 0, 3                                      # the override keys
+  assert (_pipe(c).num_workers, _pipe(c).num_threads) == (0, 3)
+  monkeypatch.setattr(pipeline_lib, "local_accelerators", lambda: 0)
+  c.num_workers, c.data_threads = -1, 0
+  assert (_pipe(c).num_workers, _pipe(c).num_threads) == (0, 8)

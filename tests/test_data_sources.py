@@ -11,6 +11,7 @@ from jaxgan import config as config_lib
 from jaxgan.data import DataError, create_pipeline
 from jaxgan.data import demo, demo_facades, sources
 from jaxgan.data.image_io import to_model_range
+from jaxgan.images import batch_to_float, to_model_range_np
 
 
 def _cfg(model="pix2pix", **kw):
@@ -34,8 +35,8 @@ def _batches(pipeline, n):
 
 
 def _ident(x: np.ndarray) -> int:
-  """The id encoded in channel 0 of a constant image (value id in 0..255)."""
-  return int(round((float(x[..., 0].mean()) + 1) * 127.5))
+  """The id encoded in channel 0 of a constant image (value id in 0..255), whatever dtype it ships in."""
+  return int(round((float(to_model_range_np(x)[..., 0].mean()) + 1) * 127.5))
 
 
 def _const(path, value: int, tag: int, size=(10, 10)):
@@ -86,8 +87,8 @@ def test_demo_pipelines_give_the_generated_images():
   batches = _batches(p, 2)
   assert batches[1]["A"].shape == (1, 32, 32, 3)            # the last, partial eval batch is kept
   lab, photo = demo.facades_example(1, split="test", size=32)
-  np.testing.assert_array_equal(batches[0]["A"][1], to_model_range(lab))
-  np.testing.assert_array_equal(batches[0]["B"][1], to_model_range(photo))
+  np.testing.assert_array_equal(batches[0]["A"][1], lab)      # 8-bit pixels ship as they are (uint8)
+  np.testing.assert_array_equal(batches[0]["B"][1], photo)
   # Both directions are usable: BtoA makes the photo the input.
   c.direction = "BtoA"
   swapped = _batches(_pipe(c, split="test", num_epochs=1), 1)[0]
@@ -103,8 +104,8 @@ def test_demo_seasons_unpaired_train_and_aligned_test():
   assert test.paired
   b = _batches(test, 1)[0]
   for i in range(2):   # the test split pairs each summer scene with its own winter rendering
-    np.testing.assert_array_equal(b["A"][i], to_model_range(demo.seasons_example(i, style="summer", split="test", size=32)))
-    np.testing.assert_array_equal(b["B"][i], to_model_range(demo.seasons_example(i, style="winter", split="test", size=32)))
+    np.testing.assert_array_equal(b["A"][i], demo.seasons_example(i, style="summer", split="test", size=32))
+    np.testing.assert_array_equal(b["B"][i], demo.seasons_example(i, style="winter", split="test", size=32))
   # Train A and train B come from disjoint scenes (even / odd scene ids).
   data = demo.open_demo("seasons", "train", c)
   np.testing.assert_array_equal(data.domain_b.load(0), demo.seasons_example(1, style="winter", size=32))
@@ -185,7 +186,7 @@ def test_demo_oracle_config_renders_the_same_scenes_with_other_noise():
   c = _cfg("cyclegan", dataset="demo:seasons", load_size=16, crop_size=16, demo_test_size=3)
   oracle = demo.oracle_config(c)
   assert oracle.demo_noise == 1 and c.get("demo_noise", 0) == 0 and oracle.dataset == c.dataset
-  real, second = _batches(_pipe(c, split="test"), 1)[0], _batches(_pipe(oracle, split="test"), 1)[0]
+  real, second = (batch_to_float(_batches(_pipe(cfg, split="test"), 1)[0]) for cfg in (c, oracle))
   for key, style in (("A", "summer"), ("B", "winter")):
     np.testing.assert_array_equal(second[key][0], to_model_range(
         demo.seasons_example(0, style=style, split="test", size=16, noise=1)))
@@ -314,7 +315,13 @@ def test_formats_bit_depths_and_channels_in_a_folder(tmp_path):
   c.input_nc = 1
   gray = _batches(_pipe(c, shuffle=False), 8)
   assert gray[5]["A"].shape == (1, 10, 10, 1)
-  np.testing.assert_allclose(gray[5]["A"], 60 * 257 / 65535 * 2 - 1, atol=1e-6)
+  # The split's first image is 8-bit, so batches ship uint8: the 16-bit image is rounded, with a warning that
+  # names it and the fix; data_dtype="uint16" keeps every bit (8-bit images widened exactly, x 257).
+  assert gray[5]["A"].dtype == np.uint8 and gray[5]["A"].max() == 60
+  c.data_dtype = "uint16"
+  wide = _batches(_pipe(c, shuffle=False), 8)
+  assert wide[5]["A"].dtype == np.uint16 and wide[5]["A"].max() == 60 * 257 and wide[6]["A"].max() == 70 * 257
+  np.testing.assert_allclose(batch_to_float(wide[5])["A"], 60 * 257 / 65535 * 2 - 1, atol=1e-6)
 
 
 def test_folder_layout_errors(tmp_path):
@@ -374,8 +381,8 @@ def test_tfds_cycle_gan_through_random_access(mock_tfds):
   p = _pipe(c)
   assert not p.paired and p.num_examples == 4
   b = _batches(p, 1)[0]
-  assert b["A"].shape == b["B"].shape == (2, 12, 12, 3) and b["A"].dtype == np.float32
-  assert -1 <= b["A"].min() and b["A"].max() <= 1 and b["A"].std() > 0.05
+  assert b["A"].shape == b["B"].shape == (2, 12, 12, 3) and b["A"].dtype == np.uint8
+  assert b["A"].std() > 5
   with pytest.raises(DataError, match="needs aligned A/B pairs.*unpaired"):
     _pipe(_cfg(dataset="tfds:cycle_gan/horse2zebra"))
 

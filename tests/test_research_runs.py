@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from jaxgan import cli, data, inference, metrics, pix2pix, train
+from jaxgan.images import batch_to_float
 from helpers import tiny_pix2pix_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +94,7 @@ def test_evaluate_does_not_depend_on_the_batch_size_and_reports_the_mean_image(d
     assert results[1][key] == pytest.approx(results[4][key], abs=1e-5), key
   # The mean-image baseline: the split's mean target image predicted for every input.
   pipe = data.create_pipeline(config.copy_and_resolve_references(), split="test", num_epochs=1)
-  targets = np.concatenate([b["B"] for b in pipe.iterator()])
+  targets = np.concatenate([batch_to_float(b)["B"] for b in pipe.iterator()])   # shipped pixels -> [-1, 1]
   mean = targets.mean(axis=0, keepdims=True)
   want_l1 = float(np.mean(np.abs(np.clip((mean + 1) / 2, 0, 1) - np.clip((targets + 1) / 2, 0, 1))))
   assert results[2]["mean_image_l1"] == pytest.approx(want_l1, abs=1e-5)

@@ -3,9 +3,12 @@
 Public API:
 
 - :func:`create_pipeline` (config, split, ...) -> :class:`Pipeline` with
-  ``num_examples``, ``steps_per_epoch``, ``paired`` and ``iterator()``, a
-  checkpointable Grain iterator of batches ``{"A": float32 [N,H,W,input_nc],
-  "B": float32 [N,H,W,output_nc]}`` in [-1, 1].
+  ``num_examples``, ``steps_per_epoch``, ``paired``, ``dtypes`` and
+  ``iterator()``, a checkpointable Grain iterator of batches ``{"A":
+  [N,H,W,input_nc], "B": [N,H,W,output_nc]}`` of uint8 / uint16 pixels (the
+  data's bit depth; float sources: float32 in [-1, 1]). The train steps take
+  them as they are (made [-1, 1] on the device); for host floats use
+  :func:`jaxgan.images.batch_to_float`.
 - :func:`load_image` / :func:`save_image` and :data:`IMAGE_EXTENSIONS`.
 - :class:`DataError`: every bad-input error (a ``ValueError``).
 

@@ -3,9 +3,11 @@
 Owns: ``resize_and_crop`` (resize to load_size x load_size, crop crop_size),
 ``crop``, ``scale_width``, ``scale_width_and_crop`` and ``none`` (round H and
 W to the generator's stride), the random horizontal flip, and scaling to
-float32 [-1, 1]. Resizing is bicubic, done by Pillow on 8-bit images exactly as
-the reference does; 16-bit, float and >4-channel images are resized per
-channel in float (Pillow mode ``F``, the same bicubic kernel).
+float32 [-1, 1] (``as_float=True``; the input pipeline asks for the pixels in
+their own bit depth instead and ships those, see :mod:`jaxgan.images`).
+Resizing is bicubic, done by Pillow on 8-bit images exactly as the reference
+does; 16-bit, float and >4-channel images are resized per channel in float
+(Pillow mode ``F``, the same bicubic kernel) and rounded back to their type.
 
 Random parameters are drawn once per example from a ``np.random.Generator``
 and applied to every image that must stay aligned (paired A and B), so both
@@ -158,8 +160,10 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def apply_params(image: np.ndarray, params: Params, opt: PreprocessOptions, *, name: str = "image") -> np.ndarray:
-  """Resize, crop and flip HxWxC with ``params``; returns float32 [-1, 1] HxWxC."""
+def apply_params(image: np.ndarray, params: Params, opt: PreprocessOptions, *, name: str = "image",
+                 as_float: bool = True) -> np.ndarray:
+  """Resize, crop and flip HxWxC with ``params``; returns float32 [-1, 1] HxWxC, or with
+  ``as_float=False`` the pixels in ``image``'s own dtype (uint8 / uint16 / float32 in [0, 1])."""
   h0, w0 = image.shape[:2]
   out = resize(image, target_size(w0, h0, opt))   # each image by its own size, as the reference
   if params.crop_xy is not None:
@@ -171,24 +175,24 @@ def apply_params(image: np.ndarray, params: Params, opt: PreprocessOptions, *, n
     out = out[y:y + c, x:x + c]
   if params.flip:
     out = out[:, ::-1]
-  return to_model_range(np.ascontiguousarray(out))
+  return to_model_range(np.ascontiguousarray(out)) if as_float else np.ascontiguousarray(out)
 
 
 def preprocess_images(images: list[np.ndarray], opt: PreprocessOptions, rng: np.random.Generator | None,
-                      *, train: bool, names: list[str] | None = None) -> list[np.ndarray]:
+                      *, train: bool, names: list[str] | None = None, as_float: bool = True) -> list[np.ndarray]:
   """Preprocess images that must stay aligned (same crop and flip), parameters drawn from the first.
 
   ``train=True``: random crop and flip from ``rng``; ``train=False``: the
   reference's test-time preprocessing (``opt.for_split(False)``: load_size =
   crop_size, centre crop where one remains, no flip). Returns float32 [-1, 1]
-  HxWxC arrays; raises :class:`DataError` when aligned images end with
-  different spatial sizes.
+  HxWxC arrays (``as_float=False``: each image's pixels in its own dtype);
+  raises :class:`DataError` when aligned images end with different spatial sizes.
   """
   opt = opt.for_split(train)
   names = names or [f"image {i}" for i in range(len(images))]
   h, w = images[0].shape[:2]
   params = draw_params(w, h, opt, rng, train=train, name=names[0])
-  out = [apply_params(im, params, opt, name=n) for im, n in zip(images, names)]
+  out = [apply_params(im, params, opt, name=n, as_float=as_float) for im, n in zip(images, names)]
   shapes = {o.shape[:2] for o in out}
   if len(shapes) > 1:
     raise DataError(f"{' / '.join(names)}: paired images end with different sizes "
