@@ -402,7 +402,7 @@ class Checkpointer:
 
   def restore_newest(self, current_config: Mapping[str, Any], make_abstract: Callable[[dict], Any], *,
                      data_iterator: Any = None, step: int | None = None,
-                     quarantine: bool = False) -> tuple[int, Any, dict]:
+                     quarantine: bool = False, require_finite: bool = False) -> tuple[int, Any, dict]:
     """Restore the newest readable step (or exactly ``step``): returns ``(step, state, meta)``.
 
     ``make_abstract(meta)`` builds the abstract state (ShapeDtypeStructs with
@@ -410,6 +410,8 @@ class Checkpointer:
     once; an unreadable step is logged and the previous one tried. With
     ``quarantine`` (training), unreadable steps are moved to
     ``WORKDIR/unreadable_checkpoints/`` so that training can write that step again.
+    ``require_finite`` (training; every process alike) treats a step holding NaN/inf (one written
+    before saves were checked) as unreadable too, so a resumed run starts from a finite state.
     """
     failures: list[str] = []
     unreadable: set[int] = set()
@@ -431,6 +433,10 @@ class Checkpointer:
           self.check_compatible(s, current_config if current_config is not None else meta["config"], abstract)
           imported = IMPORTED_KEY in meta   # an import has no data position: the iterator starts afresh
           state = self.restore(s, abstract, data_iterator=None if imported else data_iterator)
+          if require_finite and not bool(all_finite(state)):
+            raise CheckpointError(f"{self.step_path(s)} holds non-finite values ("
+                                  + "; ".join(f"{k}: {v}" for k, v in nonfinite_summary(state).items())
+                                  + "), written before jaxgan checked the states it saves")
         except ConfigMismatchError:
           raise
         except CheckpointError as e:

@@ -224,7 +224,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
     abstract = checkpoint.with_sharding(jax.eval_shape(lambda: state), parallel.replicated_sharding(mesh))
     try:
       start, state, meta = ckpt.restore_newest(config.to_dict(), lambda _meta: abstract, data_iterator=iterator,
-                                               quarantine=parallel.is_main_process())
+                                               quarantine=parallel.is_main_process(), require_finite=True)
     except checkpoint.ConfigMismatchError:
       raise
     except checkpoint.CheckpointError as e:   # nothing readable (and, on process 0, all set aside)

@@ -134,3 +134,20 @@ def test_restart_from_scratch_in_the_run_that_finds_them_unreadable(tmp_path):
   assert checkpoint.list_steps(workdir) == [2, 4]
   assert (workdir / checkpoint.QUARANTINE_SUBDIR / "2").is_dir()
   assert jax.tree_util.tree_leaves(result.state.params)
+
+
+def test_a_resumed_train_skips_a_non_finite_checkpoint_of_an_older_version(tmp_path, caplog):
+  meta = {"config": {"model": "pix2pix"}, "batch_shapes": {}}
+  ckpt = checkpoint.Checkpointer(tmp_path, keep=3)
+  ckpt.save(1, _tiny_state(1.0), meta=meta)
+  ckpt.save(2, _tiny_state(float("nan")), meta=meta, checked_finite=True)   # as saves were before the check
+  ckpt.close()
+  reader = checkpoint.Checkpointer(tmp_path, read_only=True)
+  assert reader.restore_newest(None, lambda m: _tiny_state(0.0))[0] == 2     # translate/evaluate: as asked
+  trainer = checkpoint.Checkpointer(tmp_path, keep=3)
+  with caplog.at_level("WARNING"):
+    step, state, _ = trainer.restore_newest(None, lambda m: _tiny_state(0.0), quarantine=True, require_finite=True)
+  trainer.close()
+  assert step == 1 and _finite(state)
+  assert "holds non-finite values (params/G: 12 NaN)" in caplog.text
+  assert checkpoint.list_steps(tmp_path) == [1] and (tmp_path / checkpoint.QUARANTINE_SUBDIR / "2").is_dir()
