@@ -4,6 +4,7 @@ Pure (no I/O); each error names the key or the array and the shape at fault.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Mapping
 
@@ -26,6 +27,23 @@ def compute_dtype(config: ml_collections.ConfigDict):
   return DTYPES[name]
 
 
+MATMUL_PRECISIONS = {"default": None, "high": "high", "highest": "highest"}
+
+
+def matmul_precision(config: ml_collections.ConfigDict):
+  """A context for tracing the step and translate under ``config.matmul_precision``.
+
+  ``default`` (no context: the program is the one of a run without the key), ``high`` or
+  ``highest``: the precision of every float32 conv/dot traced inside it (``jax.default_matmul_precision``).
+  On a TPU: default = one pass of bf16 products, high = bf16_3x, highest = float32. On an
+  Ampere+ GPU: default and high = TF32 products, highest = float32. On a CPU all three are float32.
+  """
+  name = str(config.get("matmul_precision", "default"))
+  config_lib.check_choice("config.matmul_precision", name, config_lib.CHOICES["matmul_precision"])
+  value = MATMUL_PRECISIONS[name]
+  return contextlib.nullcontext() if value is None else jax.default_matmul_precision(value)
+
+
 def validate_config(config: ml_collections.ConfigDict, model: str) -> None:
   """Raise ValueError naming the key when a model-relevant config value is invalid."""
   if config.get("model", model) != model:
@@ -37,6 +55,7 @@ def validate_config(config: ml_collections.ConfigDict, model: str) -> None:
   for key in ("netD", "norm", "gan_mode", "init_type"):
     config_lib.check_choice(f"config.{key}", config.get(key), config_lib.CHOICES[key])
   compute_dtype(config)
+  matmul_precision(config)
   for key in ("input_nc", "output_nc", "ngf", "ndf", "batch_size"):
     if int(config.get(key)) < 1:
       raise ValueError(f"config.{key} must be >= 1, got {config.get(key)}")

@@ -34,6 +34,7 @@ DEMO_DATASETS = ("facades", "seasons")       # dataset="demo:<name>" (jaxgan/dat
 CHOICES: dict[str, Sequence[str]] = {
     "model": MODELS, "netD": DISCRIMINATORS, "norm": NORMS, "gan_mode": GAN_MODES, "init_type": INIT_TYPES,
     "preprocess": PREPROCESS, "dtype": DTYPES, "direction": DIRECTIONS, "data_dtype": DATA_DTYPES,
+    "matmul_precision": ("default", "high", "highest"),
 }
 POSITIVE_KEYS = ("input_nc", "output_nc", "ngf", "ndf", "batch_size", "load_size", "crop_size", "n_layers_D",
                  "epoch_count")
@@ -54,6 +55,9 @@ OPTIONAL_KEYS: dict[str, tuple[type, Any]] = {
     "wandb_project": (str, "jaxgan"),
     "sample_rows": (int, 4),          # images per sample grid
     "eval_mode": (bool, False),       # evaluate with running BatchNorm statistics and no dropout
+    "matmul_precision": (str, "default"),   # float32 convs/dots inside the step and translate: default | high |
+                                      # highest (TPU: bf16 | bf16_3x | float32 products; Ampere+ GPU: TF32 |
+                                      # TF32 | float32; CPU: float32 always). docs/precision.md measures them
     "fid_every_steps": (int, 0),      # FID/KID of the test split every N steps and at the end (0: off); needs
                                       # the FID weights in $JAXGAN_FID_WEIGHTS or the cache (jaxgan.fid_io)
 }

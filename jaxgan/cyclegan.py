@@ -110,6 +110,12 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
   ``batch`` images: NHWC float32 in [-1, 1], or uint8/uint16 pixels (made [-1, 1] inside the
   step, on the device: :func:`jaxgan.images.to_model_range`).
   """
+  with checks.matmul_precision(config):   # config.matmul_precision: every conv traced inside
+    return _train_step(state, batch, config=config)
+
+
+def _train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.ConfigDict
+                ) -> tuple[CycleGANState, dict[str, jax.Array]]:
   modules = networks(config)
   tx = optim.make_optimizer(config)
   gan_mode = str(config.gan_mode)
@@ -217,5 +223,6 @@ def translate(state: CycleGANState, images: jax.Array, *, config: ml_collections
   module = networks(config)[name]
   key = rng if rng is not None else jax.random.fold_in(state.rng, 0x7E57)
   params = state.ema[name] if state.ema else state.params[name]
-  return nets.generate(module, params, state.batch_stats[name], to_model_range(images),
+  with checks.matmul_precision(config):
+    return nets.generate(module, params, state.batch_stats[name], to_model_range(images),
                          eval_mode=eval_mode, rng=key, ids=ids)

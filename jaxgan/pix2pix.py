@@ -89,6 +89,12 @@ def train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Conf
   ``batch`` images: NHWC float32 in [-1, 1], or uint8/uint16 pixels (made [-1, 1] inside the
   step, on the device: :func:`jaxgan.images.to_model_range`).
   """
+  with checks.matmul_precision(config):   # config.matmul_precision: every conv traced inside
+    return _train_step(state, batch, config=config)
+
+
+def _train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.ConfigDict
+                ) -> tuple[Pix2PixState, dict[str, jax.Array]]:
   G, D = networks(config)
   tx = optim.make_optimizer(config)
   gan_mode = str(config.gan_mode)
@@ -168,5 +174,6 @@ def translate(state: Pix2PixState, images: jax.Array, *, config: ml_collections.
   G, _ = networks(config)
   key = rng if rng is not None else jax.random.fold_in(state.rng, 0x7E57)
   params_g = state.ema["G"] if state.ema else state.params["G"]
-  return nets.generate(G, params_g, state.batch_stats["G"], to_model_range(images),
+  with checks.matmul_precision(config):
+    return nets.generate(G, params_g, state.batch_stats["G"], to_model_range(images),
                          eval_mode=eval_mode, rng=key, ids=ids)

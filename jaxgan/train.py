@@ -143,6 +143,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   checks.validate_run_config(config)
   config = ml_collections.ConfigDict(config.to_dict())
   workdir = Path(workdir).absolute()
+  if workdir.exists() and not workdir.is_dir():
+    raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory: give a folder for the run")
   workdir.mkdir(parents=True, exist_ok=True)
   # One writer per workdir (process 0 for a job): a second run is refused here, before anything is touched.
   lock = WorkdirLock(workdir) if parallel.is_main_process() else None

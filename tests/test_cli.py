@@ -313,7 +313,7 @@ def test_run_values_that_cannot_work_are_refused_before_anything_is_written(tmp_
   assert cli.apply_overrides(cyc, [("preprocess", "scale_width")])   # rounds each image to the stride itself
 
 
-def test_evaluate_and_translate_on_a_file_say_it_is_not_a_directory(tmp_path, capsys):
+def test_train_evaluate_and_translate_on_a_file_say_it_is_not_a_directory(tmp_path, capsys):
   file = tmp_path / "run"
   file.write_text("not a workdir")
   write_image(tmp_path / "img.png", 32, 32)
@@ -322,3 +322,6 @@ def test_evaluate_and_translate_on_a_file_say_it_is_not_a_directory(tmp_path, ca
   assert run_cli("translate", "--workdir", file, "--input", tmp_path / "img.png", "--output", tmp_path / "out") == 1
   assert f"--workdir {file} is a file, not a directory" in capsys.readouterr().err
   assert not (tmp_path / "out").exists() and file.read_text() == "not a workdir"
+  assert run_cli("train", "--config", str(ROOT / "configs/pix2pix_demo.py"), "--workdir", file) == 1
+  assert f"--workdir {file} is a file, not a directory" in capsys.readouterr().err
+  assert file.read_text() == "not a workdir"

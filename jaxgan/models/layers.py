@@ -14,12 +14,15 @@ without touching the networks or the parameter tree:
 * ``kernel_init`` / ``bn_scale_init`` -- the reference ``init_weights`` in one place.
 
 Computation runs in ``dtype`` (e.g. bfloat16); parameters are always float32
-and normalisation statistics are always computed in float32.
+and normalisation statistics are always computed in float32; below float32 the
+conv layers compute their kernel gradients and bias adds in float32
+(:func:`lowp_linear`, :func:`add_bias`).
 
 Fast formulations: the convolutions, reflection padding and instance norm use
 the equal-math forms of :mod:`jaxgan.models.fast_ops` (same parameters, same
-values and gradients up to float rounding) where they pay off -- by default on
-the CPU backend, where XLA's plain forms hit slow paths, for each layer family
+values and gradients up to float rounding) where they pay off -- by default in
+programs compiled for CPUs (:func:`target_platform`: the devices the step is
+compiled for, not the host), where XLA's plain forms hit slow paths, for each layer family
 whose fast form this processor's calibration (:mod:`jaxgan.calibration`, run
 once by the ``jaxgan`` program) did not find slower. ``set_fast_ops`` /
 ``fast_ops`` override that; the choice is read when a step is traced, so set it
@@ -28,6 +31,7 @@ before ``jax.jit`` compiles the step.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Callable, Iterator
 
 import jax
@@ -44,11 +48,11 @@ Initializer = Callable[..., jax.Array]
 
 # ----------------------------------------------------------------------------- fast-ops switch
 
-_FAST_OPS: bool | None = None     # None: automatic (on for the CPU backend)
+_FAST_OPS: bool | None = None     # None: automatic (on for programs compiled for CPUs)
 
 
 def set_fast_ops(enabled: bool | None) -> None:
-  """Use the ``fast_ops`` formulations (True), the plain XLA forms (False) or pick by backend (None)."""
+  """Use the ``fast_ops`` formulations (True), the plain XLA forms (False) or pick by the target platform (None)."""
   global _FAST_OPS
   if enabled is not None and not isinstance(enabled, bool):
     raise TypeError(f"set_fast_ops: enabled must be True, False or None, got {enabled!r}")
@@ -56,8 +60,8 @@ def set_fast_ops(enabled: bool | None) -> None:
 
 
 def fast_ops_enabled(family: str | None = None) -> bool:
-  """Whether layers traced now use ``fast_ops``: the explicit setting, else on for the CPU backend
-  where this processor's calibration (``jaxgan.calibration``) has not found the plain form of
+  """Whether layers traced now use ``fast_ops``: the explicit setting, else on when the program is
+  compiled for CPU devices (:func:`target_platform`, not the process's backend) where this processor's calibration (``jaxgan.calibration``) has not found the plain form of
   ``family`` (``conv``, ``conv_transpose``, ``pad``, ``instance_norm``) faster. (The fifth family,
   ``conv_wgrad``, is read inside ``fast_ops`` itself, by the kernel gradients; its taps are off
   unless the calibration found them clearly faster.)
@@ -67,9 +71,23 @@ def fast_ops_enabled(family: str | None = None) -> bool:
   """
   if _FAST_OPS is not None:
     return _FAST_OPS
-  if jax.default_backend() != "cpu":
+  if target_platform() != "cpu":
     return False
   return True if family is None else form_choices.choice(family)
+
+
+def target_platform() -> str:
+  """The platform of the devices the program being traced is compiled for ("cpu", "gpu", "tpu", ...).
+
+  That is the device platform of the current abstract mesh when it names one --
+  :func:`jaxgan.parallel.jit_train_step` traces under its mesh's, and
+  ``jax.sharding.use_abstract_mesh(AbstractMesh(..., abstract_device=AbstractDevice(..., platform="gpu")))``
+  sets it by hand (JAX then also lowers for that platform) -- else the process's default
+  backend. So a step traced on a CPU host for GPU/TPU devices carries the plain forms.
+  """
+  device = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
+  platform = getattr(device, "platform", None)
+  return str(platform) if platform else jax.default_backend()
 
 
 @contextlib.contextmanager
@@ -127,6 +145,51 @@ def conv_bias(norm: str) -> bool:
   return norm != "batch"
 
 
+# ----------------------------------------------------------------------------- mixed precision
+
+def lowp_linear(fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, kernel: jax.Array,
+                dtype: Dtype) -> jax.Array:
+  """``fn(x, kernel)`` (a conv, linear in each argument) computed in ``dtype``, float32 ``kernel``.
+
+  float32: exactly ``fn(x.astype(float32), kernel)``. A lower ``dtype`` (bfloat16): the forward
+  and the input gradient run in ``dtype``, while the kernel gradient is computed from the same
+  bf16 values as float32 operands -- products exact, float32 accumulation and a float32 result,
+  so the weight gradient (and its cross-device reduction, and the sum over a network's uses)
+  is never rounded to bf16. It runs at the default matmul precision: on a TPU that is one
+  bf16 pass (the operands are bf16 values), on a GPU TF32, exact for them too.
+  """
+  if jnp.dtype(dtype) == jnp.float32:
+    return fn(x.astype(jnp.float32), kernel)
+  return _lowp(fn, x.astype(dtype), kernel)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _lowp(fn, x, kernel):
+  return fn(x, kernel.astype(x.dtype))
+
+
+def _lowp_fwd(fn, x, kernel):
+  return _lowp(fn, x, kernel), (x, kernel)
+
+
+def _lowp_bwd(fn, res, g):
+  x, kernel = res
+  dx = jax.vjp(lambda t: fn(t, kernel.astype(x.dtype)), x)[1](g)[0]
+  with jax.default_matmul_precision("bfloat16"):    # bf16-valued operands: one bf16 pass is exact
+    dk = jax.vjp(lambda k: fn(x.astype(jnp.float32), k), kernel)[1](g.astype(jnp.float32))[0]
+  return dx, dk.astype(kernel.dtype)
+
+
+_lowp.defvjp(_lowp_fwd, _lowp_bwd)
+
+
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+  """``y + bias`` in ``y``'s dtype; below float32 the add (and so the bias gradient's sum) is float32."""
+  if y.dtype == jnp.float32:
+    return y + bias.astype(jnp.float32)
+  return (y.astype(jnp.float32) + bias.astype(jnp.float32)).astype(y.dtype)
+
+
 # ----------------------------------------------------------------------------- convs
 
 class Conv2d(nn.Module):
@@ -149,12 +212,11 @@ class Conv2d(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     k, p = self.kernel_size, self.padding
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
-    xc, kc = x.astype(self.dtype), kernel.astype(self.dtype)
     conv = F.conv2d_fast if fast_ops_enabled("conv") else F.conv2d
-    y = conv(xc, kc, self.stride, p)
+    y = lowp_linear(functools.partial(conv, stride=self.stride, padding=p), x, kernel, self.dtype)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-      y = y + bias.astype(self.dtype)
+      y = add_bias(y, bias)
     return y
 
 
@@ -189,10 +251,10 @@ class ConvTranspose2d(nn.Module):
                        f"got k={k}, stride={s}, padding={p}, output_padding={op}")
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
     transpose = F.conv_transpose_fast if fast_ops_enabled("conv_transpose") else F.conv_transpose_plain
-    y = transpose(x.astype(self.dtype), kernel.astype(self.dtype), s, p, op)
+    y = lowp_linear(functools.partial(transpose, stride=s, padding=p, output_padding=op), x, kernel, self.dtype)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-      y = y + bias.astype(self.dtype)
+      y = add_bias(y, bias)
     return y
 
 
