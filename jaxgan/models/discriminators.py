@@ -64,9 +64,9 @@ class NLayerDiscriminator(nn.Module):
     init = layers.kernel_init(self.init_type, self.init_gain)
     bias = layers.conv_bias(self.norm)
 
-    def conv(y, features, stride, use_bias, i):
+    def conv(y, features, stride, use_bias, i, dtype=self.dtype):
       return layers.Conv2d(features, 4, stride=stride, padding=1, use_bias=use_bias, kernel_init=init,
-                           dtype=self.dtype, name=f"conv_{i}")(y)
+                           dtype=dtype, name=f"conv_{i}")(y)
 
     def norm_lrelu(y, i):
       y = layers.make_norm(self.norm, name=f"norm_{i}", gain=self.init_gain, dtype=self.dtype,
@@ -77,8 +77,8 @@ class NLayerDiscriminator(nn.Module):
     for i in range(1, self.n_layers + 1):
       stride = 2 if i < self.n_layers else 1
       y = norm_lrelu(conv(y, self.ndf * min(2 ** i, 8), stride, bias, i), i)
-    y = conv(y, 1, 1, True, self.n_layers + 1)
-    return y.astype(jnp.float32)
+    # The logits' conv runs in float32 whatever ``dtype`` (the losses read them).
+    return conv(y, 1, 1, True, self.n_layers + 1, jnp.float32)
 
 
 class PixelDiscriminator(nn.Module):
@@ -103,8 +103,8 @@ class PixelDiscriminator(nn.Module):
                          axis_name=self.axis_name)(y, train)
     y = nn.leaky_relu(y, 0.2)
     # The reference gives this last conv ``bias=use_bias`` too (none under batch norm).
-    y = layers.Conv2d(1, 1, use_bias=bias, kernel_init=init, dtype=self.dtype, name="conv_2")(y)
-    return y.astype(jnp.float32)
+    y = layers.Conv2d(1, 1, use_bias=bias, kernel_init=init, dtype=jnp.float32, name="conv_2")(y)   # logits: f32
+    return y
 
 
 def define_D(input_nc: int, ndf: int, netD: str, n_layers_D: int = 3, norm: str = "batch",
@@ -112,7 +112,8 @@ def define_D(input_nc: int, ndf: int, netD: str, n_layers_D: int = 3, norm: str 
              axis_name: str | None = None) -> nn.Module:
   """Build the reference discriminator ``netD`` ("basic" = 3-layer PatchGAN, "n_layers", "pixel").
 
-  ``dtype`` is the computation dtype (params stay float32, logits are float32);
+  ``dtype`` is the computation dtype (params, the last conv, the logits and the kernel gradients
+  stay float32);
   ``axis_name`` makes BatchNorm use global-batch moments under ``pmap``.
   """
   layers.check_choice("netD", netD, DISCRIMINATORS)

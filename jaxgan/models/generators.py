@@ -136,9 +136,10 @@ class ResnetGenerator(nn.Module):
                                  use_bias=bias, kernel_init=init_t, dtype=self.dtype,
                                  name=f"up_{i}_conv")(y)
       y = norm_relu(y, f"up_{i}_norm")
-    y = layers.Conv2d(self.output_nc, 7, use_bias=True, kernel_init=init, dtype=self.dtype,
+    # The head (conv + tanh) runs in float32 whatever ``dtype``: the images and the losses on them.
+    y = layers.Conv2d(self.output_nc, 7, use_bias=True, kernel_init=init, dtype=jnp.float32,
                       name="head_conv")(layers.reflection_pad(y, 3))
-    return jnp.tanh(y).astype(jnp.float32)
+    return jnp.tanh(y)
 
 
 class UnetDown(nn.Module):
@@ -178,7 +179,9 @@ class UnetUp(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-    y = layers.ConvTranspose2d(self.features, 4, stride=2, padding=1, use_bias=self.use_bias, dtype=self.dtype,
+    # The outermost level is the head (conv + tanh): float32 whatever ``dtype``.
+    y = layers.ConvTranspose2d(self.features, 4, stride=2, padding=1, use_bias=self.use_bias,
+                               dtype=jnp.float32 if self.outermost else self.dtype,
                                kernel_init=layers.kernel_init(self.init_type, self.init_gain, transposed=True),
                                name="conv")(nn.relu(x))
     if self.outermost:
@@ -275,7 +278,8 @@ def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = "ba
              dtype: Dtype = jnp.float32, remat: bool = False, axis_name: str | None = None) -> nn.Module:
   """Build the reference generator ``netG`` as a Linen module (params created by ``module.init``).
 
-  ``dtype`` is the computation dtype (params stay float32, output is float32);
+  ``dtype`` is the computation dtype (params, the head conv + tanh, the output and the kernel
+  gradients stay float32);
   ``remat`` recomputes each residual block / U-Net level in the backward pass;
   ``axis_name`` makes BatchNorm use global-batch moments under ``pmap``.
   """
