@@ -98,8 +98,12 @@ class WorkdirLock:
     import fcntl  # pylint: disable=import-outside-toplevel  # POSIX only
     if self._fd is not None:
       return self
-    self.path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:   # a read-only or unwritable workdir: nothing was written
+      raise OSError(f"cannot write the lock file {self.path}: {e.strerror or e}; nothing was written (a "
+                    "training run needs a writable --workdir)") from e
     try:
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -31,6 +31,10 @@ TINY = {"ngf": 8, "ndf": 8, "n_layers_D": 2, "load_size": 32, "crop_size": 32, "
         "demo_test_size": 2, "batch_size": 2, "num_train_steps": 4, "log_every_steps": 1,
         "checkpoint_every_steps": 2, "sample_every_steps": 0, "eval_batches": 1, "netG": "unet_32"}
 
+if not jax.config.jax_compilation_cache_dir:   # as tests/test_train.py: reruns load the tiny programs
+  os.environ.setdefault("JAXGAN_CACHE_DIR", "/tmp/jaxgan-test-xla-cache")
+  cli.enable_compilation_cache()
+
 
 @pytest.fixture(autouse=True)
 def _cache_env(monkeypatch):
@@ -311,3 +315,33 @@ def test_a_failed_join_is_one_line_naming_the_cause(tmp_path, capsys):
   (line,) = error_lines(err)
   assert line.startswith("jaxgan train: error: cannot join the multi-process job") and "Traceback" not in err
   assert not (tmp_path / "run").exists()   # refused before anything was written
+
+
+def test_train_on_a_read_only_workdir_is_one_line(tmp_path, trained, monkeypatch, capsys):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir)
+  before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+  real_open, real_mkdir = os.open, os.mkdir
+
+  def inside(path) -> bool:
+    return str(os.path.abspath(os.fspath(path))).startswith(str(workdir))
+
+  def ro_open(path, flags, *args, **kwargs):   # what a read-only mount answers (root ignores chmod)
+    if inside(path) and flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+    return real_open(path, flags, *args, **kwargs)
+
+  def ro_mkdir(path, *args, **kwargs):
+    if inside(path):
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+    return real_mkdir(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, "open", ro_open)
+  monkeypatch.setattr(os, "mkdir", ro_mkdir)
+  assert cli.main(train_args(workdir, num_train_steps=8)) == 1
+  err = capsys.readouterr().err
+  (line,) = error_lines(err)
+  assert f"cannot write the lock file {workdir / LOCK_NAME}: Read-only file system; nothing was written" in line
+  assert "Traceback" not in err
+  monkeypatch.undo()
+  assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
