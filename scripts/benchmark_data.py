@@ -11,7 +11,12 @@ limit: the number of cores this process may use times the rate of a bare
 single-thread PIL loop doing the same work (decode A and B, bicubic resize to
 286, random 256 crop, random flip, a contiguous uint8 array) on the same files.
 It prints examples/s of both, their ratio (the target is >= 0.7), the dtype the
-batches arrive in and the bytes per example they carry. The two are measured in
+batches arrive in and the bytes per example they carry. On a machine other work
+also loads, no parallel code gets ``cores`` x a lone thread's rate (Linux's
+autogroup scheduler shares the CPU per session, not per thread), so the load
+average is printed beside each round and, for an in-process pipeline,
+``cpu_efficiency``: its examples per CPU second over the bare loop's -- the
+work it adds per example, whatever the load. The two are measured in
 alternating rounds (``--rounds``), each a fresh iterator whose first batches
 (worker start-up) are not timed, so a machine shared with other work loads both
 alike; the medians are reported. ``--accelerators N`` sizes the default
@@ -145,10 +150,11 @@ def measure(source: str, root: str, batch_size: int, workers: int, steps: int, w
 
 
 def bare_rate(files_a: Sequence[str], files_b: Sequence[str], seconds: float, load: int = 286,
-              crop: int = 256) -> float:
-  """Examples/s of a bare single-thread PIL loop: decode A and B, resize, random crop, random flip."""
+              crop: int = 256) -> tuple[float, float]:
+  """A bare single-thread PIL loop (decode A and B, resize, random crop, random flip): (examples per
+  wall second, examples per CPU second of its thread)."""
   rng = np.random.default_rng(0)
-  n, t0 = 0, time.perf_counter()
+  n, t0, c0 = 0, time.perf_counter(), time.thread_time()
   while True:
     for files in (files_a, files_b):
       with Image.open(files[n % len(files)]) as im:
@@ -161,12 +167,13 @@ def bare_rate(files_a: Sequence[str], files_b: Sequence[str], seconds: float, lo
     n += 1
     dt = time.perf_counter() - t0
     if dt >= seconds and n >= 8:
-      return n / dt
+      return n / dt, n / max(time.thread_time() - c0, 1e-9)
 
 
 def pipeline_rate(config, seconds: float, warmup: int, position: int = 0) -> tuple[float, dict, int]:
   """Examples/s of ``create_pipeline(config)`` from stream ``position`` (a fresh iterator; ``warmup``
-  batches untimed), with a description of the batches; returns (rate, info, next position)."""
+  batches untimed), with a description of the batches (and, without worker processes, examples per
+  CPU second of this process); returns (rate, info, next position)."""
   pipe = create_pipeline(config, process_index=0, process_count=1)
   it = pipe.iterator()
   if position:
@@ -177,14 +184,15 @@ def pipeline_rate(config, seconds: float, warmup: int, position: int = 0) -> tup
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds / 3:   # past the buffers filled during start-up
       next(it)
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while True:
       batch = next(it)
       n += len(batch["A"])
       dt = time.perf_counter() - t0
       if dt >= seconds and n >= 4 * pipe.batch_size:
         break
-    info = {"dtype_A": str(batch["A"].dtype), "dtype_B": str(batch["B"].dtype),
+    cpu = time.process_time() - c0
+    info = {"examples_per_cpu_s": None if pipe.num_workers else n / max(cpu, 1e-9),"dtype_A": str(batch["A"].dtype), "dtype_B": str(batch["B"].dtype),
             "bytes_per_example": int(batch["A"][0].nbytes + batch["B"][0].nbytes),
             "num_workers": pipe.num_workers, "threads": pipe.num_threads}
     return n / dt, info, int(it.get_state()["next_position"])
@@ -208,16 +216,23 @@ def measure_limit(root: str, *, rounds: int, seconds: float, batch_size: int, wa
   cores = pipeline_lib.host_cores() if hasattr(pipeline_lib, "host_cores") else len(os.sched_getaffinity(0))
   files = [sorted(os.path.join(root, "unpaired", d, f) for f in os.listdir(os.path.join(root, "unpaired", d)))
            for d in ("trainA", "trainB")]
-  bare, pipe, position, info = [], [], 0, {}
+  bare, bare_cpu, pipe, pipe_cpu, position, info = [], [], [], [], 0, {}
+  load_before = os.getloadavg()[0]
   for r in range(rounds):
-    bare.append(bare_rate(*files, seconds))
+    wall, per_cpu = bare_rate(*files, seconds)
+    bare.append(wall)
+    bare_cpu.append(per_cpu)
     rate, info, position = pipeline_rate(c, seconds, warmup, position)
     pipe.append(rate)
-    print(f"round {r + 1}/{rounds}: bare loop {bare[-1]:6.1f} examples/s per core x {cores} cores = "
-          f"{bare[-1] * cores:6.1f}; pipeline {rate:6.1f} examples/s; ratio {rate / (bare[-1] * cores):.2f}",
-          flush=True)
+    pipe_cpu.append(info.pop("examples_per_cpu_s"))
+    print(f"round {r + 1}/{rounds}: bare loop {wall:6.1f} examples/s per core x {cores} cores = "
+          f"{wall * cores:6.1f}; pipeline {rate:6.1f} examples/s; ratio {rate / (wall * cores):.2f}"
+          f" (load average {os.getloadavg()[0]:.1f})", flush=True)
   per_core, rate = float(np.median(bare)), float(np.median(pipe))
-  return {"mode": "limit", "cores": cores, "bare_examples_per_s_per_core": round(per_core, 1),
+  cpu_ratio = (float(np.median(pipe_cpu)) / float(np.median(bare_cpu))) if None not in pipe_cpu else None
+  return {"mode": "limit", "cores": cores, "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+          "cpu_efficiency": None if cpu_ratio is None else round(cpu_ratio, 3),
+          "bare_examples_per_s_per_core": round(per_core, 1),
           "host_limit_examples_per_s": round(per_core * cores, 1), "pipeline_examples_per_s": round(rate, 1),
           "ratio": round(rate / (per_core * cores), 3),
           "round_ratios": [round(p / (b * cores), 3) for b, p in zip(bare, pipe)],

@@ -291,3 +291,28 @@ def test_host_work_is_sized_to_the_host_and_the_config_overrides_it(monkeypatch)
   monkeypatch.setattr(pipeline_lib, "local_accelerators", lambda: 0)
   c.num_workers, c.data_threads = -1, 0
   assert (_pipe(c).num_workers, _pipe(c).num_threads) == (0, 8)
+
+
+def test_worker_processes_do_not_run_an_unguarded_script_again(tmp_path):
+  """Grain spawns its workers; they must not re-run a user's script that has no ``if __name__ == "__main__":``
+  (with auto sizing, accelerator hosts start workers by default)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  script = tmp_path / "train_script.py"
+  script.write_text(
+      "print('script body', flush=True)\n"
+      "from jaxgan import config as config_lib\n"
+      "from jaxgan.data import create_pipeline\n"
+      "c = config_lib.get_cyclegan_base_config()\n"
+      "c.update(dict(dataset='demo:seasons', load_size=20, crop_size=16, batch_size=2, netG='resnet_6blocks',\n"
+      "              demo_train_size=3, num_workers=1))\n"
+      "it = create_pipeline(c, process_index=0, process_count=1).iterator()\n"
+      "print('batch', next(it)['A'].dtype, flush=True)\n"
+      "it.close()\n")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.count("script body") == 1 and "batch uint8" in out.stdout, out.stdout
+  assert "Traceback" not in out.stderr, out.stderr[-3000:]

@@ -52,6 +52,7 @@ Orbax's ``Composite`` save it next to the train state.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -228,6 +229,26 @@ def _stack(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   return out
 
 
+@contextlib.contextmanager
+def _workers_skip_main(num_workers: int):
+  """While Grain spawns worker processes: hide the ``__main__`` module's file and spec from
+  ``multiprocessing``, so a worker does not run the user's script again (it needs nothing from it:
+  the pipeline is jaxgan's own classes). A script that trains without ``if __name__ == "__main__":``
+  would otherwise train again inside every worker, or fail there."""
+  main = sys.modules.get("__main__")
+  if num_workers <= 0 or main is None:
+    yield
+    return
+  saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+  main.__dict__.pop("__file__", None)
+  main.__spec__ = None
+  try:
+    yield
+  finally:
+    main.__dict__.pop("__spec__", None)
+    main.__dict__.update(saved)
+
+
 def _ensure_absl_flags() -> None:
   """Grain worker processes read absl flags: mark them parsed when no absl app did."""
   from absl import flags  # pylint: disable=import-outside-toplevel
@@ -302,8 +323,13 @@ class PipelineIterator(grain.DatasetIterator):
   def __next__(self) -> dict[str, np.ndarray]:
     self._assert_not_closed()
     if self._inner is None:
-      self._inner = iter(self._pipeline.dataset(self._position))
-    batch = next(self._inner)
+      with _workers_skip_main(self._pipeline.num_workers):
+        self._inner = iter(self._pipeline.dataset(self._position))
+        batch = next(self._inner)   # worker processes start here
+    else:
+      batch = next(self._inner)
+    if self._pipeline.num_workers > 0:   # out of the workers' shared memory now (freed at once, not at exit)
+      batch = {k: np.array(v, copy=True) for k, v in batch.items()}
     self._position += self._pipeline.global_batch_size
     return batch
 
@@ -322,10 +348,11 @@ class PipelineIterator(grain.DatasetIterator):
     self._position = int(state["next_position"])
 
   def start_prefetch(self) -> None:
-    if self._inner is None:
-      self._inner = iter(self._pipeline.dataset(self._position))
-    if hasattr(self._inner, "start_prefetch"):
-      self._inner.start_prefetch()
+    with _workers_skip_main(self._pipeline.num_workers):
+      if self._inner is None:
+        self._inner = iter(self._pipeline.dataset(self._position))
+      if hasattr(self._inner, "start_prefetch"):
+        self._inner.start_prefetch()
 
   def _close_inner(self) -> None:
     if self._inner is not None and hasattr(self._inner, "close"):
@@ -470,8 +497,11 @@ def create_pipeline(config: Any, *, split: str = "train", seed: int | None = Non
   opt = PreprocessOptions.from_config(config)
   data = open_split(config, split)
   model = str(config.get("model", "pix2pix"))
-  paired = objectives.get(model).PAIRED or (not train and data.pairs is not None)
-  if paired and data.pairs is None:
+  # Pairs exist when the source says A and B are aligned (SplitData.pairs). A PAIRED objective trains only on
+  # such data; any other split is aligned exactly when its source is (evaluation of an unaligned split: FID only).
+  need_pairs = train and objectives.get(model).PAIRED
+  paired = need_pairs or (not train and data.pairs is not None)
+  if need_pairs and data.pairs is None:
     raise DataError(f"model={model!r} needs aligned A/B pairs, but dataset={config.dataset!r} split {split!r} is "
                     f"unpaired: {data.why_unpaired or 'it has two independent domains'}")
   why_one_size = sizes.needs_one_size(config, opt, batch_size // pcount) if train else ""
