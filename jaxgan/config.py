@@ -7,7 +7,10 @@ PyTorch project where one exists: ``netG``, ``lambda_L1``, ``n_epochs_decay``,
 help and errors, the models, the data layer and the PyTorch import), the
 grammar of generator names (:func:`parse_netG`, :func:`generator_stride`) and
 :func:`validate`, the one check of a whole config. Recipes in ``configs/``
-start from the base configs and override what differs. No JAX import here.
+(installed as ``jaxgan.configs``) start from the base configs and override
+what differs. Nothing here computes with JAX, but importing this module imports
+JAX all the same: through :mod:`jaxgan.objectives` (the model names) and the
+package's ``__init__``.
 """
 from __future__ import annotations
 

@@ -43,6 +43,11 @@ DISCRIMINATORS = ("D_A", "D_B")
 @flax.struct.dataclass
 class CycleGANState:
   """Everything a CycleGAN run needs to continue.
+# The step's dropout key of each generator application, by the name of what it makes (the reference's names:
+# idt_A = G_AB(B), idt_B = G_BA(A)): jax.random.fold_in(step key, DROPOUT_CALLS[name]). A call's mask depends
+# on what the call is, not on how many calls ran before it (the numbers are the order of the step's calls, so
+# the masks are those of the former call counter).
+DROPOUT_CALLS = {"fake_B": 0, "rec_A": 1, "fake_A": 2, "rec_B": 3, "idt_A": 4, "idt_B": 5}
 
   ``params`` / ``batch_stats``: dicts keyed ``G_AB, G_BA, D_A, D_B``; ``opt_state``:
   ``{"G": adam state over (G_AB, G_BA), "D": adam state over (D_A, D_B)}``;
@@ -132,19 +137,20 @@ def _train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Co
   # 1-2. Generators, with the discriminators held fixed.
   def g_loss_fn(p_g):
     s = dict(stats)
-    calls = iter(range(6))
 
-    def g(name, x):
-      y, s[name] = nets.apply_train(modules[name], p_g[name], s[name], x, jax.random.fold_in(k_drop, next(calls)))
+    def g(name, x, call):
+      """Generator ``name`` on ``x`` in train mode; ``call`` (a DROPOUT_CALLS name) keys its dropout."""
+      y, s[name] = nets.apply_train(modules[name], p_g[name], s[name], x,
+                                    jax.random.fold_in(k_drop, DROPOUT_CALLS[call]))
       return y
 
-    fake_b = g("G_AB", real_a)
-    rec_a = g("G_BA", fake_b)
-    fake_a = g("G_BA", real_b)
-    rec_b = g("G_AB", fake_a)
+    fake_b = g("G_AB", real_a, "fake_B")
+    rec_a = g("G_BA", fake_b, "rec_A")
+    fake_a = g("G_BA", real_b, "fake_A")
+    rec_b = g("G_AB", fake_a, "rec_B")
     if lam_idt > 0:
-      idt_a = losses.identity_loss(g("G_AB", real_b), real_b, lambda_domain=lam_b, lambda_identity=lam_idt)
-      idt_b = losses.identity_loss(g("G_BA", real_a), real_a, lambda_domain=lam_a, lambda_identity=lam_idt)
+      idt_a = losses.identity_loss(g("G_AB", real_b, "idt_A"), real_b, lambda_domain=lam_b, lambda_identity=lam_idt)
+      idt_b = losses.identity_loss(g("G_BA", real_a, "idt_B"), real_a, lambda_domain=lam_a, lambda_identity=lam_idt)
     else:
       idt_a = idt_b = jnp.zeros((), jnp.float32)
     pred_a, s["D_A"] = d_apply("D_A", params["D_A"], s["D_A"], fake_b)
@@ -212,8 +218,10 @@ def translate(state: CycleGANState, images: jax.Array, *, config: ml_collections
               ids: jax.Array | None = None) -> jax.Array:
   """Translate images [N,H,W,C] in [-1,1] with ``G_AB`` (``AtoB``) or ``G_BA`` (``BtoA``).
 
-  See :func:`jaxgan.nets.generate` for ``eval_mode`` and ``ids`` (image
-  ``i``'s randomness is keyed by ``ids[i]``, default ``i``).
+  See :func:`jaxgan.nets.generate` for ``eval_mode`` (default False: train-mode
+  BatchNorm, each image normalised with its own statistics, and dropout on, the
+  reference's test-time behaviour; True: running statistics, no dropout) and
+  ``ids`` (image ``i``'s randomness is keyed by ``ids[i]``, default ``i``).
   """
   if direction not in ("AtoB", "BtoA"):
     raise ValueError(f"direction must be 'AtoB' or 'BtoA', got {direction!r}")

@@ -77,14 +77,17 @@ def generate(module, params: Params, batch_stats: PyTree, images: jax.Array, *, 
              rng: jax.Array, ids: jax.Array | None = None) -> jax.Array:
   """Inference with a generator: images [N,H,W,C] in [-1,1] -> [N,H,W,C_out].
 
-  ``eval_mode=False`` is the reference test-time behaviour (``test.py`` without
-  ``--eval``): BatchNorm normalises with the image's own statistics and dropout
-  stays on. Every image is run alone (vmap over batches of one) with the key
+  ``eval_mode=False`` runs the generator in *train mode*, which is the
+  reference's test-time behaviour (``test.py`` without ``--eval``): BatchNorm
+  layers normalise with batch statistics, here the image's own, not with the
+  running averages (which are left as they are), and dropout stays on. Every
+  image is run alone (vmap over batches of one) with the key
   ``fold_in(rng, ids[i])``, so its result depends on its own id only, never on
   the batch it is in or its position there. ``ids`` (int [N]) default to
   ``0..N-1``: pass stable ids (an index in the split, a hash of the file name)
-  to get batch-independent results. ``eval_mode=True`` uses the running
-  statistics and no dropout (the reference's ``--eval``).
+  to get batch-independent results. ``eval_mode=True`` is eval mode (the
+  reference's ``--eval``): BatchNorm uses the running statistics, no dropout.
+  With instance norm or none, the two differ only by dropout.
   """
   if ids is None:
     ids = jnp.arange(images.shape[0], dtype=jnp.uint32)

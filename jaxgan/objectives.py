@@ -15,7 +15,10 @@ An objective is a module with the contract of :mod:`jaxgan.pix2pix` and
 The training loop, inference, checkpoint restore and the PyTorch import ask this
 registry (:func:`get`, :func:`abstract_state`) instead of testing
 ``config.model``; adding an objective means adding its module and one line here.
-Modules are imported on first use, so importing the registry is cheap.
+The registry names each module by its import path and :func:`get` imports it
+(``importlib``), so this file needs no import of the objectives; it is not a
+lazy import: the package's ``__init__`` imports pix2pix and cyclegan (and with
+them JAX), so importing any ``jaxgan`` module loads them.
 """
 from __future__ import annotations
 

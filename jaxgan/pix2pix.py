@@ -113,6 +113,12 @@ def _train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Con
   def d_apply(p_d, s_d, x):
     return nets.apply_train(D, p_d, s_d, x, None)
 
+  # The generator's gradient is split by the chain rule: dloss_G/dparams_G = (dfake_B/dparams_G)^T dloss_G/dfake_B.
+  # jax.vjp runs G forward now and returns its pullback ``g_vjp`` (the forward's residuals kept); step 2 updates
+  # D on fake_B detached; step 3 takes jax.grad of loss_G with respect to fake_B alone (through the updated D)
+  # and pulls that cotangent back through G with ``g_vjp``. As in the reference (one forward, D step, then
+  # loss_G.backward()), G runs once per step: D and G see the same dropout mask and batch statistics, and G's
+  # BatchNorm running statistics are updated once. One jax.grad over G(params) would run G a second time.
   # 2. Discriminator update on (A, fake_B) detached and (A, B).
   fake_ab = jnp.concatenate([real_a, jax.lax.stop_gradient(fake_b)], axis=-1)
   real_ab = jnp.concatenate([real_a, real_b], axis=-1)
@@ -139,7 +145,7 @@ def _train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Con
     return loss_gan + loss_l1, (s_d, loss_gan, loss_l1)
 
   (loss_g, (stats_d, g_gan, g_l1)), d_fake_b = jax.value_and_grad(g_loss_fn, has_aux=True)(fake_b)
-  (grads_g,) = g_vjp(d_fake_b)
+  (grads_g,) = g_vjp(d_fake_b)   # dloss_G/dfake_B pulled back through step 1's forward of G
   grads_g = nets.cross_replica_mean(grads_g, config)
   updates_g, opt_g = tx.update(grads_g, state.opt_state["G"], params["G"])
   params_g = optax.apply_updates(params["G"], updates_g)
@@ -163,9 +169,11 @@ def translate(state: Pix2PixState, images: jax.Array, *, config: ml_collections.
 
   pix2pix learns one direction, so only ``direction="AtoB"`` (input -> output of
   the training pairs, whatever ``config.direction`` chose) is valid. See
-  :func:`jaxgan.nets.generate` for ``eval_mode`` (default: the reference's
-  test-time behaviour) and ``ids`` (image ``i``'s randomness is keyed by
-  ``ids[i]``, default ``i``: pass stable ids for batch-independent results).
+  :func:`jaxgan.nets.generate` for ``eval_mode`` (default False: train-mode
+  BatchNorm, each image normalised with its own statistics, and dropout on, the
+  reference's test-time behaviour; True: running statistics, no dropout) and
+  ``ids`` (image ``i``'s randomness is keyed by ``ids[i]``, default ``i``: pass
+  stable ids for batch-independent results).
   """
   if direction != "AtoB":
     raise ValueError(f"pix2pix translates only AtoB (input to output of the training pairs), got {direction!r}")
