@@ -163,7 +163,8 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def apply_params(image: np.ndarray, params: Params, opt: PreprocessOptions, *, name: str = "image",
                  as_float: bool = True) -> np.ndarray:
   """Resize, crop and flip HxWxC with ``params``; returns float32 [-1, 1] HxWxC, or with
-  ``as_float=False`` the pixels in ``image``'s own dtype (uint8 / uint16 / float32 in [0, 1])."""
+  ``as_float=False`` the pixels in ``image``'s own dtype (uint8 / uint16 / float32 in [0, 1]), possibly a
+  strided view (cropped / flipped) of the resized image."""
   h0, w0 = image.shape[:2]
   out = resize(image, target_size(w0, h0, opt))   # each image by its own size, as the reference
   if params.crop_xy is not None:
@@ -175,7 +176,7 @@ def apply_params(image: np.ndarray, params: Params, opt: PreprocessOptions, *, n
     out = out[y:y + c, x:x + c]
   if params.flip:
     out = out[:, ::-1]
-  return to_model_range(np.ascontiguousarray(out)) if as_float else np.ascontiguousarray(out)
+  return to_model_range(np.ascontiguousarray(out)) if as_float else out   # a view: the batch's stack copies once
 
 
 def preprocess_images(images: list[np.ndarray], opt: PreprocessOptions, rng: np.random.Generator | None,
