@@ -44,16 +44,30 @@ def variables(params: Params, batch_stats: PyTree) -> dict:
 def init_network(module, rng: jax.Array, sample: jax.Array) -> tuple[Params, PyTree]:
   """Initialise ``module`` on a sample batch; returns (params, batch_stats or {}).
 
-  The initial weights are drawn with the ``rbg`` generator keyed from ``rng``
-  inside one jitted function: XLA:CPU compiles one threefry sampler per
-  parameter tensor very slowly (about 1 s each), ``rbg`` in a fraction of that,
-  and under jit the forward pass that init traces is dead code and dropped.
-  The result is deterministic for a given key, backend and shape.
+  The initial weights are drawn with ``threefry2x32`` (:data:`INIT_PRNG`) keyed by
+  ``rng``: JAX's one generator whose bits are defined by JAX itself, so a seed gives
+  the same initial weights on CPU, GPU and TPU (up to the last bit of the float
+  transforms); ``rbg`` draws backend-defined bits. Init runs in one jitted function
+  where the forward pass is dead code; on XLA:CPU that function is compiled at a low
+  optimisation level (:data:`INIT_COMPILER_OPTIONS`: threefry's hash compiles
+  slowly there, about 4x ``rbg`` at the default level; the init runs once).
   """
-  raw = to_key(rng)
-  data = jnp.concatenate([raw, jnp.bitwise_xor(raw, jnp.uint32(0x9E3779B9))])
-  key = jax.random.wrap_key_data(data, impl="rbg")
-  return _init_jit(module, key, jax.ShapeDtypeStruct(tuple(sample.shape), jnp.float32))
+  key = jax.random.wrap_key_data(init_key_data(rng), impl=INIT_PRNG)
+  spec = jax.ShapeDtypeStruct(tuple(sample.shape), jnp.float32)
+  return _init_jit(module, key, spec)
+
+
+INIT_PRNG = "threefry2x32"
+
+
+def init_key_data(rng) -> jax.Array:
+  """The uint32[2] threefry key data of ``rng`` (an int seed, a raw or a typed key of any impl)."""
+  raw = jnp.asarray(to_key(rng), jnp.uint32).reshape(-1)
+  if raw.shape[0] == 4:          # an rbg key: fold its 4 words to 2
+    raw = jnp.bitwise_xor(raw[:2], raw[2:])
+  if raw.shape != (2,):
+    raise ValueError(f"init: a PRNG key must be an int seed or a key of 2 or 4 uint32 words, got shape {raw.shape}")
+  return raw
 
 
 def _init_impl(module, key, sample_spec):
@@ -63,7 +77,31 @@ def _init_impl(module, key, sample_spec):
   return v["params"], v.get("batch_stats", {})
 
 
-_init_jit = jax.jit(_init_impl, static_argnums=(0, 2))
+# Init compiles at a low optimisation level on XLA:CPU (pass to jax.jit where an init is jitted whole:
+# an inner jit's options are lost when it is inlined into an outer one).
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def init_compiler_options() -> dict | None:
+  """:data:`INIT_COMPILER_OPTIONS` on a CPU backend, else None (the backend's defaults)."""
+  return dict(INIT_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_jit_default(module, key, sample_spec):
+  return _init_impl(module, key, sample_spec)
+
+
+_INIT_JITS: dict = {}
+
+
+def _init_jit(module, key, sample_spec):
+  options = init_compiler_options()
+  if options is None or isinstance(key, jax.core.Tracer):
+    return _init_jit_default(module, key, sample_spec)
+  if "cpu" not in _INIT_JITS:
+    _INIT_JITS["cpu"] = jax.jit(_init_impl, static_argnums=(0, 2), compiler_options=options)
+  return _INIT_JITS["cpu"](module, key, sample_spec)
 
 
 def apply_train(module, params: Params, batch_stats: PyTree, x: jax.Array, rng: jax.Array | None):
@@ -116,9 +154,13 @@ def cross_replica_mean(tree: PyTree, config: ml_collections.ConfigDict) -> PyTre
 
 
 def to_key(rng) -> jax.Array:
-  """Accept a raw uint32[2] key, a typed key, or an int seed; return a raw key."""
+  """Accept a raw uint32[2] key, a typed key, or an int seed; return a raw key.
+
+  An int seed gives the ``threefry2x32`` key data whatever ``jax_default_prng_impl``
+  (the same uint32[2] as ``PRNGKey(seed)`` under JAX's default, so states and their
+  checkpoints keep their key's shape)."""
   if isinstance(rng, (int, np.integer)):
-    return jax.random.PRNGKey(int(rng))
+    return jax.random.key_data(jax.random.key(int(rng), impl="threefry2x32"))
   if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
     return jax.random.key_data(rng)
   return rng

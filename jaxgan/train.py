@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 import jaxgan
-from jaxgan import aot_cache, checkpoint, checks, objectives, parallel, reporting
+from jaxgan import aot_cache, checkpoint, checks, nets, objectives, parallel, reporting
 from jaxgan import preemption
 from jaxgan.data_wait import DataWait
 from jaxgan.preemption import StopAgreement, StopSignal
@@ -90,8 +90,9 @@ def init_state(model, config: ml_collections.ConfigDict, batch: Mapping[str, Any
   """``model.init`` on ``batch`` (jitted, compiled once per config), from ``PRNGKey(seed)``."""
   key = ("init", model.__name__, _config_key(config))
   if key not in _COMPILED:
-    _COMPILED[key] = jax.jit(lambda rng, b: model.init(rng, config, b))
-  args = (jax.random.PRNGKey(seed), batch)
+    _COMPILED[key] = jax.jit(lambda rng, b: model.init(rng, config, b),
+                             compiler_options=nets.init_compiler_options())   # threefry init: see nets
+  args = (nets.to_key(int(seed)), batch)   # the threefry key of the seed, whatever jax_default_prng_impl
   init = aot_cache.compile_cached(_COMPILED[key], args, name=_program_name(model, "init"),
                                   parts=(_config_key(config),))   # the jaxgan program: no tracing on a restart
   return init(*args)

@@ -119,3 +119,19 @@ def test_step_traced_for_a_gpu_from_a_cpu_host_has_the_plain_forms():
   assert dilated(text) > 0 and "stablehlo.dot_general" not in text and "optimization_barrier" not in text
   host = step.trace(state, batch).lower().as_text()          # the same step for this CPU: the CPU forms
   assert dilated(host) == 0 and "stablehlo.dot_general" in host
+
+
+def test_initial_weights_use_the_backend_independent_threefry():
+  """Init draws with threefry2x32 (bits defined by JAX, the same on every backend), keyed by the seed;
+  the state's key keeps its uint32[2] shape (checkpoints stay resumable)."""
+  from jaxgan import nets
+  G = generators.define_G(3, 3, 8, "resnet_1blocks", norm="instance")
+  x = jnp.zeros((1, 32, 32, 3), jnp.float32)
+  params, _ = nets.init_network(G, jax.random.PRNGKey(3), x)
+  k_params, k_drop = jax.random.split(jax.random.key(3, impl="threefry2x32"))
+  expected = jax.jit(lambda: G.init({"params": k_params, "dropout": k_drop}, x, train=False),
+                     compiler_options=nets.init_compiler_options())()["params"]
+  for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  assert nets.to_key(3).shape == (2,) and nets.to_key(3).dtype == jnp.uint32
+  np.testing.assert_array_equal(nets.to_key(3), jax.random.PRNGKey(3))
