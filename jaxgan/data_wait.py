@@ -53,7 +53,7 @@ class DataWait:
     if fraction > self.WARN_FRACTION and now - self._warned_at >= self.WARN_EVERY_S:
       self._warned_at = now
       p = self.pipeline
-      from jaxgan.data.pipeline import host_cores  # pylint: disable=import-outside-toplevel
+      from jaxgan.data.feed import host_cores  # pylint: disable=import-outside-toplevel
       self.progress.write(
           f"warning: the last {steps} steps waited for data {fraction:.0%} of the time ({self.wait_s:.1f} s of "
           f"{seconds:.1f} s): the input pipeline is slower than the devices. It reads with {p.num_workers} worker "

@@ -192,7 +192,8 @@ def pipeline_rate(config, seconds: float, warmup: int, position: int = 0) -> tup
       if dt >= seconds and n >= 4 * pipe.batch_size:
         break
     cpu = time.process_time() - c0
-    info = {"examples_per_cpu_s": None if pipe.num_workers else n / max(cpu, 1e-9),"dtype_A": str(batch["A"].dtype), "dtype_B": str(batch["B"].dtype),
+    info = {"examples_per_cpu_s": None if pipe.num_workers else n / max(cpu, 1e-9),
+            "dtype_A": str(batch["A"].dtype), "dtype_B": str(batch["B"].dtype),
             "bytes_per_example": int(batch["A"][0].nbytes + batch["B"][0].nbytes),
             "num_workers": pipe.num_workers, "threads": pipe.num_threads}
     return n / dt, info, int(it.get_state()["next_position"])
@@ -203,7 +204,10 @@ def pipeline_rate(config, seconds: float, warmup: int, position: int = 0) -> tup
 def measure_limit(root: str, *, rounds: int, seconds: float, batch_size: int, warmup: int,
                   workers: int | None, data_dtype: str | None, accelerators: int | None) -> dict:
   """The default pipeline against cores x the bare loop, in alternating rounds (module docstring)."""
-  from jaxgan.data import pipeline as pipeline_lib  # pylint: disable=import-outside-toplevel
+  try:
+    from jaxgan.data import feed  # pylint: disable=import-outside-toplevel
+  except ImportError:   # an older jaxgan (before/after comparisons): fixed sizing, no accelerators to pretend
+    feed = None
   c = _config("folder-unpaired", root, batch_size, -1)
   if workers is not None:
     c.num_workers = workers
@@ -211,9 +215,9 @@ def measure_limit(root: str, *, rounds: int, seconds: float, batch_size: int, wa
     c.num_workers = config_lib.get_cyclegan_base_config().get("num_workers", 0)   # the recipe's default
   if data_dtype:
     c.data_dtype = data_dtype
-  if accelerators is not None and hasattr(pipeline_lib, "local_accelerators"):
-    pipeline_lib.local_accelerators = lambda: accelerators
-  cores = pipeline_lib.host_cores() if hasattr(pipeline_lib, "host_cores") else len(os.sched_getaffinity(0))
+  if accelerators is not None and feed is not None:
+    feed.local_accelerators = lambda: accelerators
+  cores = feed.host_cores() if feed is not None else len(os.sched_getaffinity(0))
   files = [sorted(os.path.join(root, "unpaired", d, f) for f in os.listdir(os.path.join(root, "unpaired", d)))
            for d in ("trainA", "trainB")]
   bare, bare_cpu, pipe, pipe_cpu, position, info = [], [], [], [], 0, {}

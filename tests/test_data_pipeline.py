@@ -237,7 +237,7 @@ def _gray16(path, value):
 
 
 def test_16bit_data_ships_uint16_exactly_and_a_narrower_stream_warns(tmp_path, monkeypatch, caplog):
-  from jaxgan.data import pipeline as pipeline_lib  # pylint: disable=import-outside-toplevel
+  from jaxgan.data import feed  # pylint: disable=import-outside-toplevel
   from jaxgan.images import batch_to_float  # pylint: disable=import-outside-toplevel
   for i in range(3):
     _gray16(str(tmp_path / "deep" / "trainA" / f"{i}.png"), 1000 * i + 1)     # not a multiple of 257: 16 bits used
@@ -251,7 +251,7 @@ def test_16bit_data_ships_uint16_exactly_and_a_narrower_stream_warns(tmp_path, m
   np.testing.assert_array_equal(batch_to_float(b)["A"][1], np.float32((1001 / 65535 - 0.5) / 0.5))
   # A folder that starts 8-bit ships uint8; a later 16-bit image is rounded with a warning naming it and the fix.
   Image.fromarray(np.full((8, 8), 7, np.uint8), "L").save(tmp_path / "deep" / "trainA" / "0.png")
-  monkeypatch.setattr(pipeline_lib, "_WARNED", set())
+  monkeypatch.setattr(feed, "_WARNED", set())
   with caplog.at_level("WARNING"):
     b = _take(_pipe(c, shuffle=False).iterator(), 1)[0]
   assert b["A"].dtype == np.uint8 and [int(a.max()) for a in b["A"]] == [7, 4, 8]   # 1001/257, 2001/257 rounded
@@ -264,8 +264,8 @@ def test_16bit_data_ships_uint16_exactly_and_a_narrower_stream_warns(tmp_path, m
 
 
 def test_host_work_is_sized_to_the_host_and_the_config_overrides_it(monkeypatch):
-  from jaxgan.data import pipeline as pipeline_lib  # pylint: disable=import-outside-toplevel
-  sizing = pipeline_lib.data_parallelism
+  from jaxgan.data import feed  # pylint: disable=import-outside-toplevel
+  sizing = feed.data_parallelism
   # A process driving 8 accelerators on a 16-core host: worker processes, one core left to training.
   assert sizing(-1, 0, train=True, cores=16, accelerators=8) == (15, 1)
   assert sizing(-1, 0, train=True, cores=64, accelerators=1) == (4, 1)
@@ -278,8 +278,8 @@ def test_host_work_is_sized_to_the_host_and_the_config_overrides_it(monkeypatch)
   with pytest.raises(DataError, match="num_workers=-2"):
     sizing(-2, 0)
   # Through create_pipeline with the recipe's default (num_workers=-1) on a pretend 16-core, 8-GPU host.
-  monkeypatch.setattr(pipeline_lib, "host_cores", lambda: 16)
-  monkeypatch.setattr(pipeline_lib, "local_accelerators", lambda: 8)
+  monkeypatch.setattr(feed, "host_cores", lambda: 16)
+  monkeypatch.setattr(feed, "local_accelerators", lambda: 8)
   c = config_lib.get_cyclegan_base_config()
   assert c.num_workers == -1
   c.update(dict(dataset="demo:seasons", load_size=20, crop_size=16, netG="resnet_6blocks", demo_train_size=3))
@@ -288,7 +288,7 @@ def test_host_work_is_sized_to_the_host_and_the_config_overrides_it(monkeypatch)
   assert _pipe(c, split="test").num_workers == 0
   c.num_workers, c.data_threads = 0, 3                                      # the override keys
   assert (_pipe(c).num_workers, _pipe(c).num_threads) == (0, 3)
-  monkeypatch.setattr(pipeline_lib, "local_accelerators", lambda: 0)
+  monkeypatch.setattr(feed, "local_accelerators", lambda: 0)
   c.num_workers, c.data_threads = -1, 0
   assert (_pipe(c).num_workers, _pipe(c).num_threads) == (0, 8)
 

@@ -27,7 +27,7 @@ How it is built (Grain ``MapDataset`` API, random access all the way):
    goes to threads/worker processes, so batches are identical for any
    ``num_workers``.
 
-What a batch holds (the shipping format, :data:`DATA_DTYPES`, config key
+What a batch holds (the shipping format, :mod:`jaxgan.data.feed`, config key
 ``data_dtype``): ``uint8`` pixels for 8-bit data, ``uint16`` for 16-bit data,
 float32 in [-1, 1] for float sources -- decided once per side from the split's
 first image (``"auto"``), so every batch of a pipeline has one dtype and the
@@ -37,7 +37,7 @@ train step compiles once. The train steps make pixels [-1, 1] on the device
 stream is converted: 8 -> 16 bits exactly (x 257), anything -> float32 exactly,
 and wider -> narrower rounded, with a warning naming the file and the fix.
 
-How the host work is spread (:func:`data_parallelism`): ``num_workers=-1``
+How the host work is spread (:func:`jaxgan.data.feed.data_parallelism`): ``num_workers=-1``
 (the default) sizes it to the host -- for the training split on a process
 that drives accelerators, Grain worker processes (one reader thread each);
 otherwise (CPU devices, which share the cores with the step; evaluation
@@ -52,29 +52,24 @@ Orbax's ``Composite`` save it next to the train state.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
-import os
-import sys
 import threading
 from typing import Any, Sequence
 
 import grain
 import numpy as np
 
-from jaxgan import config as config_lib, objectives
-from jaxgan.data import sizes
-from jaxgan.data.image_io import DataError, convert_channels, max_value, to_model_range
+from jaxgan import objectives
+from jaxgan.data import feed, sizes
+from jaxgan.data.feed import to_ship
+from jaxgan.data.image_io import DataError, convert_channels
 from jaxgan.data.preprocess import PreprocessOptions, preprocess_images
 from jaxgan.data.sources import SplitData, open_split
 
 
 ENDLESS = 2 ** 53   # the length of a num_epochs=None stream (see the module docstring)
-DATA_DTYPES = config_lib.DATA_DTYPES   # config.data_dtype: what a batch ships (module docstring)
-MAX_AUTO_WORKERS = 32
-_WARNED: set = set()   # (side, shipped dtype, image dtype) already warned about in this process
 
 
 class _Stream(grain.MapDataset):
@@ -150,32 +145,6 @@ class _ProcessBlocks(grain.MapDataset):
     return f"_ProcessBlocks(start={self.start}, block={self.block}, process={self.index} of {self.count})"
 
 
-def to_ship(image: np.ndarray, ship: str, *, name: str = "image", side: str = "A") -> np.ndarray:
-  """HxWxC pixels (uint8 / uint16 / float32 in [0, 1]) -> the shipping format ``ship``.
-
-  ``"float32"``: [-1, 1] on the host (exact, :func:`jaxgan.data.image_io.to_model_range`);
-  ``"uint16"`` from uint8: x 257 (exact: the same value in [-1, 1]); the same type: unchanged;
-  to a narrower type: rounded, with a warning (once per process) naming ``name`` and the fix.
-  """
-  if ship == "float32":
-    return to_model_range(image)
-  dtype = np.dtype(ship)
-  if image.dtype == dtype:
-    return image
-  if dtype == np.uint16 and image.dtype == np.uint8:
-    return image.astype(np.uint16) * np.uint16(257)
-  key = (side, ship, str(image.dtype))
-  if key not in _WARNED:
-    _WARNED.add(key)
-    logging.warning("%s: a %s image in a stream that ships %s batches (decided from the split's first image, "
-                    "config.data_dtype='auto'); its pixels are rounded to %s. Set --config.data_dtype=%s to keep "
-                    "every bit (said once per process)", name, image.dtype, ship, ship,
-                    "uint16" if image.dtype == np.uint16 else "float32")
-  white = max_value(dtype)
-  x = image.astype(np.float32) * np.float32(white / max_value(image.dtype))
-  return np.clip(np.rint(x), 0, white).astype(dtype)
-
-
 @dataclasses.dataclass
 class _MakeExample:
   """Stream item (g, record) -> {"A": HxWxCa, "B": HxWxCb} in the shipping dtypes ``ship_a`` / ``ship_b``."""
@@ -229,26 +198,6 @@ def _stack(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   return out
 
 
-@contextlib.contextmanager
-def _workers_skip_main(num_workers: int):
-  """While Grain spawns worker processes: hide the ``__main__`` module's file and spec from
-  ``multiprocessing``, so a worker does not run the user's script again (it needs nothing from it:
-  the pipeline is jaxgan's own classes). A script that trains without ``if __name__ == "__main__":``
-  would otherwise train again inside every worker, or fail there."""
-  main = sys.modules.get("__main__")
-  if num_workers <= 0 or main is None:
-    yield
-    return
-  saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
-  main.__dict__.pop("__file__", None)
-  main.__spec__ = None
-  try:
-    yield
-  finally:
-    main.__dict__.pop("__spec__", None)
-    main.__dict__.update(saved)
-
-
 def _ensure_absl_flags() -> None:
   """Grain worker processes read absl flags: mark them parsed when no absl app did."""
   from absl import flags  # pylint: disable=import-outside-toplevel
@@ -265,7 +214,7 @@ class Pipeline:
   aligned; ``batch_size``: the local (per-process) batch size; ``dtypes``:
   the numpy dtype of each side's batches (uint8, uint16 or float32);
   ``num_workers`` / ``num_threads``: worker processes and reader threads
-  per process, as :func:`data_parallelism` chose them.
+  per process, as :func:`jaxgan.data.feed.data_parallelism` chose them.
   """
   num_examples: int
   steps_per_epoch: int
@@ -323,7 +272,7 @@ class PipelineIterator(grain.DatasetIterator):
   def __next__(self) -> dict[str, np.ndarray]:
     self._assert_not_closed()
     if self._inner is None:
-      with _workers_skip_main(self._pipeline.num_workers):
+      with feed.workers_skip_main(self._pipeline.num_workers):
         self._inner = iter(self._pipeline.dataset(self._position))
         batch = next(self._inner)   # worker processes start here
     else:
@@ -348,7 +297,7 @@ class PipelineIterator(grain.DatasetIterator):
     self._position = int(state["next_position"])
 
   def start_prefetch(self) -> None:
-    with _workers_skip_main(self._pipeline.num_workers):
+    with feed.workers_skip_main(self._pipeline.num_workers):
       if self._inner is None:
         self._inner = iter(self._pipeline.dataset(self._position))
       if hasattr(self._inner, "start_prefetch"):
@@ -365,87 +314,6 @@ class PipelineIterator(grain.DatasetIterator):
 
   def __str__(self) -> str:
     return f"PipelineIterator({self._pipeline.description}, position={self._position})"
-
-
-def host_cores() -> int:
-  """CPU cores this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
-  try:
-    return max(1, len(os.sched_getaffinity(0)))
-  except (AttributeError, OSError):
-    return max(1, os.cpu_count() or 1)
-
-
-def local_accelerators() -> int:
-  """This process's non-CPU JAX devices; 0 when JAX's backends are not started (never starts them)."""
-  if "jax" not in sys.modules:
-    return 0
-  try:
-    from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
-    if not xla_bridge.backends_are_initialized():
-      return 0
-    import jax  # pylint: disable=import-outside-toplevel
-    return sum(d.platform != "cpu" for d in jax.local_devices())
-  except Exception:  # noqa: BLE001 - a JAX without this private helper: size as for CPU devices
-    return 0
-
-
-def data_parallelism(num_workers: int = -1, threads: int = 0, *, train: bool = True, cores: int | None = None,
-                     accelerators: int | None = None) -> tuple[int, int]:
-  """(worker processes, reader threads per process) for the config keys ``num_workers`` / ``data_threads``.
-
-  ``num_workers >= 0`` and ``threads > 0`` are taken as given. Automatic
-  (``num_workers=-1``, ``threads=0``), from ``cores`` (default
-  :func:`host_cores`) and ``accelerators`` (default
-  :func:`local_accelerators`): the training split of a process with
-  accelerators gets ``min(cores - 1, 2 * accelerators + 2, 32)`` worker
-  processes of one thread each (one core left to the training process; two
-  workers per device covers pix2pix's ~200 examples/s per H100 at ~150 per
-  core), at least 1; everything else (CPU devices, which share the cores with
-  the step; evaluation splits, read once and short) reads in the training
-  process with ``min(cores, 8)`` threads: Pillow's decode and resize release
-  the GIL, so they run in parallel, and nothing waits for worker start-up.
-  """
-  num_workers, threads = int(num_workers), int(threads or 0)
-  if num_workers < -1 or threads < 0:
-    raise DataError(f"num_workers={num_workers} must be -1 (automatic), 0 (in the training process) or N > 0, "
-                    f"and data_threads={threads} >= 0 (0: automatic)")
-  cores = host_cores() if cores is None else max(1, int(cores))
-  if num_workers == -1:
-    accelerators = local_accelerators() if accelerators is None else int(accelerators)
-    feeds_devices = train and accelerators > 0
-    num_workers = max(1, min(cores - 1, 2 * accelerators + 2, MAX_AUTO_WORKERS)) if feeds_devices else 0
-  if not threads:
-    threads = 1 if num_workers else min(cores, 8)
-  return num_workers, threads
-
-
-def _first_dtype(source: Any) -> np.dtype | None:
-  """The dtype of the first of a source's first few records that loads (None when none does)."""
-  for i in range(min(len(source), 4)):
-    try:
-      item = source.load(i)
-    except (DataError, OSError):
-      continue
-    return tuple(np.asarray(x).dtype for x in item) if isinstance(item, tuple) else np.asarray(item).dtype
-  return None
-
-
-def ship_dtypes(config: Any, data: SplitData, *, paired: bool, swap: bool) -> tuple[str, str]:
-  """The shipping format of sides A and B (module docstring): ``config.data_dtype``, or from the first images."""
-  choice = str(config.get("data_dtype", "auto") or "auto")
-  if choice not in DATA_DTYPES:
-    raise DataError(f"data_dtype={choice!r}: expected one of {DATA_DTYPES}")
-  if choice != "auto":
-    return choice, choice
-  if paired and data.pairs is not None:
-    pair = _first_dtype(data.pairs)
-    dtypes = pair if isinstance(pair, tuple) else (None, None)
-  else:
-    dtypes = (_first_dtype(data.domain_a), _first_dtype(data.domain_b))
-  if swap:
-    dtypes = dtypes[::-1]
-  names = {np.dtype(np.uint8): "uint8", np.dtype(np.uint16): "uint16"}
-  return tuple(names.get(d, "float32") if d is not None else "float32" for d in dtypes)
 
 
 def _process_defaults(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -474,7 +342,7 @@ def create_pipeline(config: Any, *, split: str = "train", seed: int | None = Non
   in [-1, 1] (float data, or ``config.data_dtype="float32"``): ``pipeline.dtypes``
   says which; :func:`jaxgan.images.batch_to_float` gives [-1, 1] floats, and
   the train steps take either. With ``direction="BtoA"`` the dataset's B side
-  is the input "A". Host work: :func:`data_parallelism` of
+  is the input "A". Host work: :func:`jaxgan.data.feed.data_parallelism` of
   ``config.num_workers`` (-1: automatic) and ``config.data_threads``.
   A training split whose images would come out in several sizes where the run
   needs one (CycleGAN, or batches of several images, with
@@ -508,9 +376,9 @@ def create_pipeline(config: Any, *, split: str = "train", seed: int | None = Non
   if why_one_size:   # before any image is decoded, model initialised or step compiled
     sizes.check_one_size(data, opt, why=why_one_size, label=f"dataset={config.dataset!r} split {split!r}")
   n = len(data.pairs) if paired else max(len(data.domain_a), len(data.domain_b))
-  num_workers, threads = data_parallelism(int(config.get("num_workers", -1)), int(config.get("data_threads", 0) or 0),
-                                          train=train)
-  ship_a, ship_b = ship_dtypes(config, data, paired=paired, swap=direction == "BtoA")
+  num_workers, threads = feed.data_parallelism(int(config.get("num_workers", -1)),
+                                               int(config.get("data_threads", 0) or 0), train=train)
+  ship_a, ship_b = feed.ship_dtypes(config, data, paired=paired, swap=direction == "BtoA")
   make = _MakeExample(data=data, paired=paired, swap=direction == "BtoA", random_b=shuffle, train=train,
                       seed=seed, opt=opt, nc_a=int(config.input_nc), nc_b=int(config.output_nc),
                       ship_a=ship_a, ship_b=ship_b)
