@@ -32,7 +32,6 @@ def get_config():
   c.norm = "batch"
   c.gan_mode = "vanilla"
   c.lambda_L1 = 100.0
-  c.pool_size = 0
   c.batch_size = 1
   c.load_size, c.crop_size = 286, 256
   c.n_epochs, c.n_epochs_decay = 100, 100

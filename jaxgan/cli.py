@@ -21,7 +21,7 @@ from jaxgan.commands.config_args import (apply_overrides, load_config_file, spli
                                          validate_config)
 
 DESCRIPTION = """\
-pix2pix and CycleGAN in JAX.
+Image-to-image translation GANs in JAX. Objectives (config.model): {models}.
 
   jaxgan train        --config cyclegan_demo --workdir runs/demo [--config.KEY=VALUE ...]
   jaxgan translate    --workdir runs/demo --input photos/ --output out/ [--direction BtoA]
@@ -36,7 +36,8 @@ pix2pix and CycleGAN in JAX.
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="jaxgan", description=DESCRIPTION,
+  from jaxgan import objectives  # pylint: disable=import-outside-toplevel  (the registry: jaxgan/objectives.py)
+  parser = argparse.ArgumentParser(prog="jaxgan", description=DESCRIPTION.format(models=", ".join(objectives.NAMES)),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--log_level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                       help="logging verbosity (default INFO)")

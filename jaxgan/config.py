@@ -3,7 +3,12 @@
 Owns: the defaults (:func:`get_base_config`, :func:`get_cyclegan_base_config`,
 ml_collections ConfigDicts whose keys follow the option names of the reference
 PyTorch project where one exists: ``netG``, ``lambda_L1``, ``n_epochs_decay``,
-...), the valid values of every choice key (:data:`CHOICES`, read by the CLI's
+...): the shared keys here, each objective's own keys (``CONFIG_KEYS``) and its
+defaults of shared ones (``CONFIG_DEFAULTS``) in its module, so a config of
+``model=M`` holds the shared keys and M's; a key of another objective is
+refused by :func:`validate` naming its owner (saved configs of older versions,
+which hold every objective's keys, still load and resume: only configs being
+validated for a new run are checked), the valid values of every choice key (:data:`CHOICES`, read by the CLI's
 help and errors, the models, the data layer and the PyTorch import), the
 grammar of generator names (:func:`parse_netG`, :func:`generator_stride`) and
 :func:`validate`, the one check of a whole config. Recipes in ``configs/``
@@ -19,7 +24,9 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from jaxgan.objectives import NAMES as MODELS
+from jaxgan import objectives
+
+MODELS = objectives.RegisteredNames()   # config.model: the registry's names, read live (jaxgan/objectives.py)
 
 GENERATORS = ("unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks")   # named; also unet_<N>, resnet_<n>blocks
 DISCRIMINATORS = ("basic", "n_layers", "pixel")
@@ -101,6 +108,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key, choices in CHOICES.items():
     if key in config:
       check_choice(f"config.{key}", config[key], choices)
+  check_objective_keys(config)
   try:
     parse_netG(str(config.netG))
   except ValueError:
@@ -124,10 +132,58 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      + ", ".join("demo:" + d for d in DEMO_DATASETS))
 
 
-def get_base_config() -> ml_collections.ConfigDict:
-  """Every key a run may set, with the reference project's defaults (pix2pix flavour)."""
+def check_objective_keys(config: ml_collections.ConfigDict) -> None:
+  """ValueError naming the key and its objective when ``config`` holds a key that only other objectives declare
+  (e.g. ``pool_size``, CycleGAN's, in a pix2pix config)."""
+  found = objectives.foreign_keys(config)
+  if found:
+    key, owners = found[0]
+    others = ", ".join(f"config.{k}" for k, _ in found[1:])
+    raise ValueError(
+        f"config.{key} is a key of model {' and '.join(owners)}, not of model {config.get('model')!r}: remove it "
+        f"from the recipe / --config overrides, or set config.model={owners[0]}"
+        + (f" (also: {others})" if others else ""))
+
+
+def key_default(config: ml_collections.ConfigDict, key: str) -> Any:
+  """The value whose type parses ``--config.KEY=VALUE``: the config's own value, an optional key's default,
+  or the default in ``config.model``'s ``CONFIG_KEYS``. ValueError naming the owner for another objective's
+  key; KeyError for a key no one declares."""
+  if key in config:
+    return config[key]
+  if key in OPTIONAL_KEYS:
+    return OPTIONAL_KEYS[key][1]
+  model = str(config.get("model", ""))
+  own = objectives.config_keys(model) if model in objectives.OBJECTIVES else {}
+  if key in own:
+    return own[key]
+  owners = objectives.key_owners().get(key)
+  if owners:
+    raise ValueError(f"config.{key} is a key of model {' and '.join(owners)}, not of model {model!r}: "
+                     f"set config.model={owners[0]} to use it")
+  raise KeyError(key)
+
+
+def with_model(config: ml_collections.ConfigDict, model: str) -> ml_collections.ConfigDict:
+  """``config`` switched to objective ``model``: the old objective's own keys that ``model`` does not declare
+  are dropped, ``model``'s own keys that are missing get their defaults; shared keys are kept as they are."""
+  check_choice("config.model", model, MODELS)
+  old = str(config.get("model", ""))
+  drop = set(objectives.config_keys(old)) if old in objectives.OBJECTIVES else set()
+  new = objectives.config_keys(model)
+  values = {k: v for k, v in config.to_dict().items() if k not in drop or k in new}
+  values["model"] = model
+  for key, default in new.items():
+    values.setdefault(key, default)
+  return ml_collections.ConfigDict(values)
+
+
+def get_base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
+  """Every key a run of ``model`` may set: the shared keys with the reference project's defaults, the
+  objective's defaults of them (its ``CONFIG_DEFAULTS``) and its own keys (its ``CONFIG_KEYS``)."""
+  objective = objectives.get(model)
   c = ml_collections.ConfigDict()
-  c.model = "pix2pix"
+  c.model = model
   # Data.
   c.dataset = "demo:facades"
   c.load_size = 286
@@ -151,14 +207,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.no_dropout = False
   c.init_type = "normal"
   c.init_gain = 0.02
-  # Objective.
+  # Objective (the objective's own keys are added from its CONFIG_KEYS below).
   c.gan_mode = "vanilla"
-  c.lambda_L1 = 100.0
-  c.lambda_A = 10.0
-  c.lambda_B = 10.0
-  c.lambda_identity = 0.5
   c.lambda_gp = 10.0            # gradient penalty weight, gan_mode=wgangp only
-  c.pool_size = 0
   # Optimisation and schedule.
   c.batch_size = 1
   c.lr = 2e-4
@@ -183,17 +234,19 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 0        # 0: evaluate only at the end
   c.eval_batches = -1
   c.use_wandb = False
+  for key, value in dict(getattr(objective, "CONFIG_DEFAULTS", {})).items():
+    if key not in c:
+      raise ValueError(f"{objective.__name__}.CONFIG_DEFAULTS sets {key!r}, which is not a shared config key; "
+                       "declare it in CONFIG_KEYS")
+    c[key] = value
+  for key, value in objectives.config_keys(model).items():
+    if key in c:
+      raise ValueError(f"{objective.__name__}.CONFIG_KEYS declares {key!r}, a shared config key; set its "
+                       "default in CONFIG_DEFAULTS instead")
+    c[key] = value
   return c
 
 
 def get_cyclegan_base_config() -> ml_collections.ConfigDict:
-  """The reference CycleGAN defaults on top of :func:`get_base_config`."""
-  c = get_base_config()
-  c.model = "cyclegan"
-  c.dataset = "demo:seasons"
-  c.netG = "resnet_9blocks"
-  c.norm = "instance"
-  c.no_dropout = True
-  c.gan_mode = "lsgan"
-  c.pool_size = 50
-  return c
+  """The reference CycleGAN defaults: ``get_base_config("cyclegan")``."""
+  return get_base_config("cyclegan")

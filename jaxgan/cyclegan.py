@@ -37,17 +37,22 @@ PAIRED = False                                     # unpaired domains
 STATE_KEYS = ("pool_size", "ema_decay")           # the image pools' shapes; whether the state keeps an EMA
 ONE_IMAGE_SIZE = ("CycleGAN's image pools hold images of one fixed shape (and every new size would compile the "
                   "train step again)")
+CONFIG_KEYS = {"lambda_A": 10.0, "lambda_B": 10.0, "lambda_identity": 0.5,
+               "pool_size": 50}   # its own config keys and defaults (another objective's config refuses them)
+CONFIG_DEFAULTS = {"dataset": "demo:seasons", "netG": "resnet_9blocks", "norm": "instance", "no_dropout": True,
+                   "gan_mode": "lsgan"}   # its defaults of the shared keys (the reference's CycleGAN options)
+IMPORT_SLOTS = {"G_A": "G_AB", "G_B": "G_BA", "D_A": "D_A", "D_B": "D_B"}   # reference roles -> params slots
 DISCRIMINATORS = ("D_A", "D_B")
-
-
-@flax.struct.dataclass
-class CycleGANState:
-  """Everything a CycleGAN run needs to continue.
 # The step's dropout key of each generator application, by the name of what it makes (the reference's names:
 # idt_A = G_AB(B), idt_B = G_BA(A)): jax.random.fold_in(step key, DROPOUT_CALLS[name]). A call's mask depends
 # on what the call is, not on how many calls ran before it (the numbers are the order of the step's calls, so
 # the masks are those of the former call counter).
 DROPOUT_CALLS = {"fake_B": 0, "rec_A": 1, "fake_A": 2, "rec_B": 3, "idt_A": 4, "idt_B": 5}
+
+
+@flax.struct.dataclass
+class CycleGANState:
+  """Everything a CycleGAN run needs to continue.
 
   ``params`` / ``batch_stats``: dicts keyed ``G_AB, G_BA, D_A, D_B``; ``opt_state``:
   ``{"G": adam state over (G_AB, G_BA), "D": adam state over (D_A, D_B)}``;

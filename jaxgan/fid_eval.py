@@ -5,7 +5,8 @@ preprocessing, and the FID / KID of those fake B images against the real test B
 images is ``fid`` / ``kid`` / ``kid_std``; the reverse direction (fake A from
 every test B against the real test A) is ``BtoA_fid``, ... Each image of a domain
 counts once (an unpaired split repeats the smaller domain to the larger one's
-length; the repeats are left out). pix2pix (paired): fake B against real B.
+length; the repeats are left out). pix2pix (paired): fake B against real B. The
+directions are the objective's ``DIRECTIONS`` (one generator: ``fid`` only).
 
 Both sides are quantised to 8 bits as ``jaxgan translate`` writes images
 (``round((x + 1) * 127.5)``), so ``jaxgan translate`` followed by ``jaxgan fid``
@@ -65,8 +66,10 @@ def scores(fake: np.ndarray, real: np.ndarray, prefix: str = "") -> dict[str, fl
 
 def model_fid(config: Any, state: Any, extractor: fid.FeatureExtractor, *, split: str = "test",
               max_batches: int = -1, eval_mode: bool = False) -> dict[str, float]:
-  """FID / KID of ``state``'s translations of ``split`` (module doc); keys ``fid, kid, kid_std`` and, for a
-  CycleGAN, ``BtoA_fid, BtoA_kid, BtoA_kid_std``. ``max_batches`` limits the batches read (-1: all)."""
+  """FID / KID of ``state``'s translations of ``split`` (module doc) for each direction of the objective's
+  ``DIRECTIONS``: keys ``fid, kid, kid_std`` (AtoB) and ``BtoA_fid, BtoA_kid, BtoA_kid_std`` (BtoA, e.g. a
+  CycleGAN's second generator). Needs no pairs: works on an unaligned split for every objective.
+  ``max_batches`` limits the batches read (-1: all)."""
   # pylint: disable=import-outside-toplevel,protected-access
   from jaxgan import data, inference, objectives
   model = objectives.for_config(config)
@@ -79,9 +82,9 @@ def model_fid(config: Any, state: Any, extractor: fid.FeatureExtractor, *, split
     counts = {"A": len(split_data.domain_a), "B": len(split_data.domain_b)}
   if str(config.get("direction", "AtoB")) == "BtoA":
     counts = {"A": counts["B"], "B": counts["A"]}
-  directions = [d for d in ("AtoB", "BtoA") if d in model.DIRECTIONS]
+  directions = inference.model_directions(model)   # the objective's DIRECTIONS, in its order
   fns = {d: inference._translate_fn(model, config, d, eval_mode) for d in directions}
-  source, target = {"AtoB": "A", "BtoA": "B"}, {"AtoB": "B", "BtoA": "A"}
+  source, target = inference.SOURCE, inference.TARGET
   fakes = {d: FeatureStream(extractor) for d in directions}
   reals = {side: FeatureStream(extractor) for side in {target[d] for d in directions}}
   for ids, batch in inference._split_batches(pipeline, max_batches):
@@ -100,7 +103,7 @@ def model_fid(config: Any, state: Any, extractor: fid.FeatureExtractor, *, split
     if min(len(fake), len(real)) < 2:
       raise data.DataError(f"FID of split {split!r}: {len(fake)} translated and {len(real)} real images; "
                            "at least 2 of each are needed")
-    out.update(scores(fake, real, "" if d == "AtoB" else "BtoA_"))
+    out.update(scores(fake, real, inference.PREFIX[d]))
   return out
 
 

@@ -38,6 +38,20 @@ def _translate_fn(model, config: ml_collections.ConfigDict, direction: str, eval
   return _JIT_CACHE[key]
 
 
+SOURCE = {"AtoB": "A", "BtoA": "B"}      # the batch side a direction reads
+TARGET = {"AtoB": "B", "BtoA": "A"}      # ... and the side it makes
+PREFIX = {"AtoB": "", "BtoA": "BtoA_"}   # its metrics' name prefix in evaluate's and FID's results
+
+
+def model_directions(model) -> tuple[str, ...]:
+  """The directions an objective module translates (its ``DIRECTIONS``), checked against AtoB / BtoA."""
+  directions = tuple(model.DIRECTIONS)
+  bad = [d for d in directions if d not in SOURCE]
+  if bad or not directions:
+    raise ValueError(f"{model.__name__}.DIRECTIONS={directions!r}: each must be 'AtoB' or 'BtoA'")
+  return directions
+
+
 def image_id(name: str | int) -> int:
   """The stable id that keys an image's randomness: its index in a split, or the CRC-32 of its file name."""
   return int(name) if isinstance(name, (int, np.integer)) else zlib.crc32(str(name).encode())
@@ -87,20 +101,24 @@ def sample_batch(config: ml_collections.ConfigDict, fallback: Mapping[str, np.nd
 def visuals(model, config: ml_collections.ConfigDict, state: Any, batch: Mapping[str, np.ndarray]) -> dict:
   """Named image arrays for a sample grid (reference test-time behaviour; image ``i`` keyed by id ``i``).
 
-  One direction (pix2pix): ``real_A | fake_B | real_B``; two (CycleGAN):
-  ``real_A | fake_B | rec_A | real_B | fake_A | rec_B``.
+  Driven by ``model.DIRECTIONS``: each direction adds its real input and its fake output
+  (``real_A | fake_B`` for AtoB, ``real_B | fake_A`` for BtoA); with both directions the
+  reconstructions too. One direction (pix2pix, a one-generator unpaired objective):
+  ``real_A | fake_B | real_B``; two (CycleGAN): ``real_A | fake_B | rec_A | real_B | fake_A | rec_B``.
   """
   eval_mode = bool(config.get("eval_mode", False))
   batch = batch_to_float(batch)   # the grid shows [-1, 1] images whatever the pipeline shipped
   ids = np.arange(len(batch["A"]), dtype=np.uint32)
-  ab = _translate_fn(model, config, "AtoB", eval_mode)
-  fake_b = ab(state, batch["A"], ids)
-  if "BtoA" not in model.DIRECTIONS:
-    return {"real_A": batch["A"], "fake_B": np.asarray(fake_b), "real_B": batch["B"]}
-  ba = _translate_fn(model, config, "BtoA", eval_mode)
-  fake_a = ba(state, batch["B"], ids)
-  return {"real_A": batch["A"], "fake_B": np.asarray(fake_b), "rec_A": np.asarray(ba(state, fake_b, ids)),
-          "real_B": batch["B"], "fake_A": np.asarray(fake_a), "rec_B": np.asarray(ab(state, fake_a, ids))}
+  directions = model_directions(model)
+  fns = {d: _translate_fn(model, config, d, eval_mode) for d in directions}
+  fakes = {d: fns[d](state, batch[SOURCE[d]], ids) for d in directions}
+  if len(directions) == 1:
+    d = directions[0]
+    return {f"real_{SOURCE[d]}": batch[SOURCE[d]], f"fake_{TARGET[d]}": np.asarray(fakes[d]),
+            f"real_{TARGET[d]}": batch[TARGET[d]]}
+  ab, ba = fns["AtoB"], fns["BtoA"]
+  return {"real_A": batch["A"], "fake_B": np.asarray(fakes["AtoB"]), "rec_A": np.asarray(ba(state, fakes["AtoB"], ids)),
+          "real_B": batch["B"], "fake_A": np.asarray(fakes["BtoA"]), "rec_B": np.asarray(ab(state, fakes["BtoA"], ids))}
 
 
 def _split_batches(pipeline, max_batches: int) -> Iterator[tuple[np.ndarray, dict]]:
@@ -117,16 +135,24 @@ def _split_batches(pipeline, max_batches: int) -> Iterator[tuple[np.ndarray, dic
 
 def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "test", max_batches: int = -1,
              eval_mode: bool = False) -> dict:
-  """Metrics of the model on ``split`` (see :mod:`jaxgan.metrics`; images in [0, 1]).
+  """Metrics of the model on ``split`` (see :mod:`jaxgan.metrics`; images in [0, 1]), for each direction of
+  the objective's ``DIRECTIONS`` (the second, ``BtoA``, prefixed ``BtoA_``).
 
-  Paired data (pix2pix, the demo CycleGAN test split): ``l1, psnr, ssim`` of
-  the translation A->B against B, and two baselines: ``copy_input_*`` returns A
-  unchanged (when A and B have equal channels) and ``mean_image_*`` predicts the
-  split's mean B image (pixel-wise, over the evaluated images) for every input;
-  for demo data, ``oracle_*`` scores a second rendering of each B with other
-  texture noise (about the best any model could do); a second direction adds
-  the same under ``BtoA_``. Unpaired data:
-  ``cycle_A_*`` / ``cycle_B_*``, the reconstruction A->B->A and B->A->B.
+  Ground-truth metrics need pairs, and whether pairs exist is a property of the
+  data source: the split's :class:`~jaxgan.data.sources.SplitData` has ``pairs``
+  when its A and B images are aligned (demo data; a folder's ``testA/ testB/``
+  holding the same file names; side-by-side A|B images; paired TFDS records),
+  and the pipeline reports it as ``paired`` (a PAIRED objective refuses a split
+  without pairs). Paired: ``l1, psnr, ssim`` of the translation against its
+  target, and two baselines: ``copy_input_*`` returns the input unchanged (when
+  A and B have equal channels) and ``mean_image_*`` predicts the split's mean
+  target image (pixel-wise, over the evaluated images) for every input; for
+  demo data, ``oracle_*`` scores a second rendering of each target with other
+  texture noise (about the best any model could do). Unpaired (unaligned)
+  split: with both directions, ``cycle_A_*`` / ``cycle_B_*``, the
+  reconstruction A->B->A and B->A->B; with one direction there is nothing to
+  compare with, the result says so in ``note``, and FID / KID
+  (:func:`jaxgan.fid_eval.model_fid`, ``evaluate --fid``) is the measure.
   Image ``i`` of the split is translated with randomness keyed by ``i``, so the
   numbers do not depend on the batch size.
   """
@@ -135,42 +161,50 @@ def evaluate(config: ml_collections.ConfigDict, state: Any, *, split: str = "tes
   model = objectives.for_config(config)
   pipeline = data.create_pipeline(config, split=split, shuffle=False, process_index=0, process_count=1,
                                   num_epochs=1)
-  directions = [d for d in ("AtoB", "BtoA") if d in model.DIRECTIONS]
+  directions = model_directions(model)
   fns = {d: _translate_fn(model, config, d, eval_mode) for d in directions}
-  source = {"AtoB": "A", "BtoA": "B"}
-  target = {"AtoB": "B", "BtoA": "A"}
-  prefix = {"AtoB": "", "BtoA": "BtoA_"}
+  cycle = not pipeline.paired and set(directions) == {"AtoB", "BtoA"}
   same_nc = int(config.input_nc) == int(config.output_nc)
   oracle_config = demo.oracle_config(config) if pipeline.paired else None
   oracle = None if oracle_config is None else data.create_pipeline(
       oracle_config, split=split, shuffle=False, process_index=0, process_count=1, num_epochs=1).iterator()
   acc = metrics.MeanAccumulator()
   sums: dict[str, np.ndarray] = {}
+  num_images = 0
   for ids, batch in _split_batches(pipeline, max_batches):
+    num_images += len(ids)
     if pipeline.paired:
       second = batch_to_float(next(oracle)) if oracle is not None else None   # the same examples, other noise
       for d in directions:
-        x, y = batch[source[d]], batch[target[d]]
-        acc.add(metrics.image_metrics(fns[d](state, x, ids), y), prefix=prefix[d])
+        x, y = batch[SOURCE[d]], batch[TARGET[d]]
+        acc.add(metrics.image_metrics(fns[d](state, x, ids), y), prefix=PREFIX[d])
         if second is not None:
-          acc.add(metrics.image_metrics(second[target[d]], y), prefix=prefix[d] + "oracle_")
+          acc.add(metrics.image_metrics(second[TARGET[d]], y), prefix=PREFIX[d] + "oracle_")
         if same_nc:
-          acc.add(metrics.image_metrics(x, y), prefix=prefix[d] + "copy_input_")
+          acc.add(metrics.image_metrics(x, y), prefix=PREFIX[d] + "copy_input_")
         sums[d] = sums.get(d, 0.0) + np.sum(y, axis=0, dtype=np.float64)
-    else:
+    elif cycle:
       ab, ba = fns["AtoB"], fns["BtoA"]
       acc.add(metrics.image_metrics(ba(state, ab(state, batch["A"], ids), ids), batch["A"]), prefix="cycle_A_")
       acc.add(metrics.image_metrics(ab(state, ba(state, batch["B"], ids), ids), batch["B"]), prefix="cycle_B_")
-  if acc.num_images == 0:
+    else:   # one direction, no pairs: nothing to compare a translation with (FID / KID measure it)
+      break
+  if not pipeline.paired and not cycle:
+    num_images = pipeline.num_examples if max_batches < 0 else min(pipeline.num_examples,
+                                                                    max_batches * pipeline.batch_size)
+  if num_images == 0:
     raise data.DataError(f"split {split!r} of {config.dataset} gave no images to evaluate")
   if sums:   # second pass: the mean target image as the prediction for every input
-    means = {d: (sums[d] / acc.num_images).astype(np.float32) for d in sums}
+    means = {d: (sums[d] / num_images).astype(np.float32) for d in sums}
     for _, batch in _split_batches(pipeline, max_batches):
       for d, mean in means.items():
-        y = batch[target[d]]
-        acc.add(metrics.image_metrics(np.broadcast_to(mean, y.shape), y), prefix=prefix[d] + "mean_image_")
+        y = batch[TARGET[d]]
+        acc.add(metrics.image_metrics(np.broadcast_to(mean, y.shape), y), prefix=PREFIX[d] + "mean_image_")
   result = {"step": int(jax.device_get(state.step)), "split": split, "dataset": str(config.dataset),
-            "paired": bool(pipeline.paired), "num_images": acc.num_images, "eval_mode": bool(eval_mode)}
+            "paired": bool(pipeline.paired), "num_images": num_images, "eval_mode": bool(eval_mode)}
+  if not pipeline.paired and not cycle:
+    result["note"] = (f"split {split!r} has no aligned pairs and model {config.model} translates "
+                      f"{'/'.join(directions)} only: no ground-truth metric; FID / KID (evaluate --fid) measure it")
   result.update({k: round(v, 6) for k, v in acc.result().items()})
   return result
 

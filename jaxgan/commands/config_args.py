@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import ml_collections
 
 from jaxgan import config as config_lib
+from jaxgan import objectives
 from jaxgan.commands.base import UsageError
 
 
@@ -92,7 +93,12 @@ def _nearby_configs(file: Path) -> str:
 
 
 def parse_value(key: str, text: str, default: Any) -> Any:
-  """Parse ``text`` as the type of ``default`` (bool, int, float or str)."""
+  """Parse ``text`` as the type of ``default`` (bool, int, float or str; a tuple/list default takes
+  comma-separated items of its first item's type, e.g. an objective's layer list ``0,4,8``)."""
+  if isinstance(default, (tuple, list)):
+    item = default[0] if len(default) else ""
+    parts = [t.strip() for t in text.strip().strip("()[]").split(",") if t.strip()]
+    return type(default)(parse_value(key, t, item) for t in parts)
   if isinstance(default, bool):
     low = text.strip().lower()
     if low in ("true", "1", "yes", "on"):
@@ -143,15 +149,25 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, str]]
                     ) -> ml_collections.ConfigDict:
-  """Set each override on ``config``; unknown keys are refused with close matches and the full list."""
+  """Set each override on ``config``; unknown keys are refused with close matches and the full list, a key of
+  another objective naming its owner. ``--config.model=M`` is applied first and switches the objective's own
+  keys (:func:`jaxgan.config.with_model`), so M's keys may follow it in any order."""
+  models = [text for key, text in overrides if key == "model"]
+  if models:
+    try:
+      config = config_lib.with_model(config, models[-1])
+    except ValueError as e:
+      raise UsageError(f"--config.model: {e}") from None
   for key, text in overrides:
-    if key in config:
-      default = config[key]
-    elif key in config_lib.OPTIONAL_KEYS:
-      default = config_lib.OPTIONAL_KEYS[key][1]
-    else:
+    if key == "model":
+      continue
+    try:
+      default = config_lib.key_default(config, key)
+    except ValueError as e:
+      raise UsageError(f"--config.{key}: {e}") from None
+    except KeyError:
       known = sorted(set(config.keys()) | set(config_lib.OPTIONAL_KEYS))
-      close = difflib.get_close_matches(key, known, n=3)
+      close = difflib.get_close_matches(key, known + list(objectives.key_owners()), n=3)
       hint = f" Did you mean {', '.join(close)}?" if close else ""
       raise UsageError(f"--config.{key}: unknown config key.{hint} Valid keys: {', '.join(known)}")
     value = parse_value(key, text, default)

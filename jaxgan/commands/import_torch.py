@@ -25,12 +25,12 @@ Files are read with torch.load(weights_only=True): nothing in them is executed."
 
 
 def add_parser(subparsers) -> None:
-  from jaxgan import config as config_lib  # pylint: disable=import-outside-toplevel
+  from jaxgan import config as config_lib, objectives  # pylint: disable=import-outside-toplevel
   p = subparsers.add_parser(NAME, help=HELP, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                             description="Write the reference's saved networks as step 0 of a new jaxgan workdir.")
   p.add_argument("files", nargs="+", metavar="FILE.pth", help="state_dict files saved by the reference code")
   p.add_argument("--workdir", required=True, help="a new folder (refused if it already holds checkpoints)")
-  p.add_argument("--model", choices=config_lib.MODELS, default=None,
+  p.add_argument("--model", choices=objectives.importable(), default=None,   # objectives with an IMPORT_SLOTS
                  help="what the files were trained with (default: from the roles)")
   p.add_argument("--direction", choices=("AtoB", "BtoA"), default=None,
                  help="config.direction: which side of a dataset is the input (G_B alone: BtoA)")
@@ -93,14 +93,14 @@ def fine_tune_overrides(plan, recipe_spec: str | None) -> list[str]:
   if recipe_spec is not None:
     recipe = load_recipe(recipe_spec)
   else:
-    recipe = config_lib.get_cyclegan_base_config() if plan.model == "cyclegan" else config_lib.get_base_config()
+    recipe = config_lib.get_base_config(plan.model)
   return [f"--config.{k}={plan.config[k]}" for k in keys if k in plan.config and recipe.get(k) != plan.config[k]]
 
 
 def print_summary(plan, workdir_path: str | os.PathLike, recipe_spec: str | None, stream: TextIO | None = None
                   ) -> None:
   """What was imported and the commands that use it."""
-  from jaxgan import config as config_lib  # pylint: disable=import-outside-toplevel
+  from jaxgan import config as config_lib, objectives  # pylint: disable=import-outside-toplevel
   out = stream or sys.stdout
   kind = f"{plan.model}{', translate only' if plan.translate_only else ''}"
   print(f"imported into {workdir_path} (checkpoint step 0, {kind}; trained as {plan.trained_as}):", file=out)
@@ -109,7 +109,7 @@ def print_summary(plan, workdir_path: str | os.PathLike, recipe_spec: str | None
   for note in plan.notes:
     print(f"  note: {note}", file=out)
   w = str(workdir_path)
-  if plan.model == "cyclegan":
+  if len(objectives.get(plan.model).DIRECTIONS) > 1:
     print(f"translate: jaxgan translate --workdir {w} --input IMAGES --output OUT [--direction BtoA]", file=out)
   else:
     print(f"translate: jaxgan translate --workdir {w} --input IMAGES --output OUT"

@@ -9,7 +9,9 @@ HELP = "download (when online) and import one of the authors' released generator
 
 
 def add_parser(subparsers) -> None:
-  from jaxgan import config as config_lib  # pylint: disable=import-outside-toplevel
+  from jaxgan import objectives  # pylint: disable=import-outside-toplevel
+  from jaxgan.interop import zoo  # pylint: disable=import-outside-toplevel
+  released = [n for n in objectives.importable() if any(m.model == n for m in zoo.MODELS)]
   p = subparsers.add_parser(
       NAME, help=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
       description="Download the authors' released generator NAME from their published URL into a cache (once) "
@@ -20,7 +22,8 @@ def add_parser(subparsers) -> None:
   p.add_argument("name", nargs="?", metavar="NAME", help="e.g. horse2zebra, style_monet, pix2pix/facades_label2photo")
   p.add_argument("--workdir", default=None, help="a new folder for the imported model")
   p.add_argument("--list", action="store_true", help="print the table of released models and exit")
-  p.add_argument("--model", choices=config_lib.MODELS, default=None, help="for names released for both models")
+  p.add_argument("--model", choices=released, default=None,   # objectives with an import plan and released models
+                 help="for names released for both models")
   p.add_argument("--cache", default=None,
                  help="download folder (default $JAXGAN_PRETRAINED_DIR or ~/.cache/jaxgan/pretrained)")
   p.add_argument("--url", default=None, help="download from this URL instead of the authors' (a mirror)")

@@ -36,7 +36,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxgan import checkpoint
+from jaxgan import checkpoint, objectives
 from jaxgan import config as config_lib
 from jaxgan.interop import detect, pth
 
@@ -99,6 +99,12 @@ def _same(nets: Sequence[ImportedNet], what: str, get) -> Any:
   return next(iter(values.values()))
 
 
+def _slots(model: str, by_role: Mapping[str, ImportedNet]) -> dict[str, ImportedNet]:
+  """The state slots of objective ``model`` filled from the networks by their reference roles (its
+  ``IMPORT_SLOTS``: role -> slot, in the objective's order)."""
+  return {slot: by_role[role] for role, slot in objectives.get(model).IMPORT_SLOTS.items() if role in by_role}
+
+
 def plan_import(nets: Sequence[ImportedNet], *, model: str | None = None, direction: str | None = None,
                 use_dropout: bool | None = None, base_config: ml_collections.ConfigDict | None = None,
                 dataset: str | None = None) -> ImportPlan:
@@ -110,8 +116,9 @@ def plan_import(nets: Sequence[ImportedNet], *, model: str | None = None, direct
   CycleGAN off). ``base_config``: a recipe whose other settings (data, schedule, loss
   weights) the workdir takes; the networks' options always come from the weights.
   """
-  if model is not None and model not in config_lib.MODELS:
-    raise ValueError(f"--model must be one of {config_lib.MODELS}, got {model!r}")
+  if model is not None and model not in objectives.importable():
+    raise ValueError(f"--model must be one of {objectives.importable()} (the objectives with an import plan, "
+                     f"IMPORT_SLOTS), got {model!r}")
   if direction is not None and direction not in ("AtoB", "BtoA"):
     raise ValueError(f"--direction must be AtoB or BtoA, got {direction!r}")
   by_role: dict[str, ImportedNet] = {}
@@ -139,15 +146,13 @@ def plan_import(nets: Sequence[ImportedNet], *, model: str | None = None, direct
       raise _fail(nets, "a G + D pair is a pix2pix model; a CycleGAN run saves net_G_A, net_G_B, net_D_A, "
                         "net_D_B (name the roles with --roles)")
     trained_as = workdir_model = "pix2pix"
-    slots = {"G": by_role["G"], "D": by_role["D"]}
+    slots = _slots(workdir_model, by_role)
   elif roles in ({"G_A", "G_B"}, {"G_A", "G_B", "D_A", "D_B"}):
     if model == "pix2pix":
       raise _fail(nets, "G_A / G_B files are a CycleGAN model (pix2pix saves net_G and net_D)")
     trained_as = workdir_model = "cyclegan"
-    slots = {"G_AB": by_role["G_A"], "G_BA": by_role["G_B"]}
-    if "D_A" in roles:
-      slots.update(D_A=by_role["D_A"], D_B=by_role["D_B"])
-    else:
+    slots = _slots(workdir_model, by_role)
+    if "D_A" not in roles:
       translate_only = ("it holds the two generators but no discriminators; import latest_net_D_A.pth and "
                         "latest_net_D_B.pth too to fine-tune")
   else:
@@ -175,7 +180,8 @@ def plan_import(nets: Sequence[ImportedNet], *, model: str | None = None, direct
                           f"residual blocks' layer indices say use_dropout={recorded}")
   if recorded is None:
     if use_dropout is None:
-      use_dropout = (not bool(base_config.no_dropout)) if base_config is not None else trained_as == "pix2pix"
+      use_dropout = not bool((base_config if base_config is not None else config_lib.get_base_config(trained_as)
+                              ).no_dropout)
       notes.append(f"U-Net dropout is not recorded in the weights: assumed {'on' if use_dropout else 'off'} "
                    f"(the {'recipe' if base_config is not None else trained_as} default); pass "
                    f"{'--no_dropout' if use_dropout else '--dropout'} if it was trained otherwise")
@@ -196,8 +202,7 @@ def plan_import(nets: Sequence[ImportedNet], *, model: str | None = None, direct
   if base_config is not None:
     config = ml_collections.ConfigDict(base_config.to_dict())
   else:
-    config = (config_lib.get_cyclegan_base_config() if workdir_model == "cyclegan"
-              else config_lib.get_base_config())
+    config = config_lib.get_base_config(workdir_model)
   if str(config.model) != workdir_model:
     if translate_only and workdir_model == "pix2pix":
       notes.append(f"the recipe is a {config.model} one; a single generator is written as a pix2pix-kind "
