@@ -6,10 +6,10 @@ never import from here.
 """
 from __future__ import annotations
 
-from jaxgan.commands import evaluate, fid, import_torch, prepare, pretrained, train, translate
+from jaxgan.commands import evaluate, export, fid, import_torch, prepare, pretrained, train, translate
 from jaxgan.commands.base import UsageError
 
 # In the order ``jaxgan --help`` lists them.
-COMMANDS = (train, translate, evaluate, fid, prepare, import_torch, pretrained)
+COMMANDS = (train, translate, evaluate, fid, prepare, import_torch, pretrained, export)
 
 __all__ = ["COMMANDS", "UsageError"]
