@@ -97,6 +97,10 @@ def check_contract(name: str, data: Path, tmp_path: Path) -> None:
     assert "note" in ev and "FID" in ev["note"], ev
   state, saved, step = inference.load_for_inference(workdir)
   assert step == 2 and saved.model == name
+  train.train_and_evaluate(config, tmp_path / f"{name}_straight")   # the same 2 steps without a stop: resume is exact
+  straight = inference.load_for_inference(tmp_path / f"{name}_straight")[0]
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, jax.device_get(straight.params),
+                                                       jax.device_get(state.params)))
   for d in model.DIRECTIONS:
     assert model.GENERATOR_FOR[d] in state.params
     side = inference.SOURCE[d]
