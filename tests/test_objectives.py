@@ -189,6 +189,17 @@ def test_a_new_one_generator_objective_needs_only_its_module_and_one_registry_li
   check_contract("toy", dataset, tmp_path)
 
 
+def test_import_choices_are_the_objectives_with_an_import_plan(toy, monkeypatch, capsys):
+  args = ["import-torch", "x.pth", "--workdir", "w", "--model", "toy"]
+  with pytest.raises(SystemExit):   # no IMPORT_SLOTS: not offered
+    cli.build_parser().parse_args(args)
+  assert "invalid choice: 'toy'" in capsys.readouterr().err
+  monkeypatch.setattr(toy, "IMPORT_SLOTS", {"G": "G", "D": "D"}, raising=False)
+  assert cli.build_parser().parse_args(args).model == "toy"
+  assert f"Objectives (config.model): {', '.join(objectives.NAMES)}." in cli.build_parser().format_help()
+  assert objectives.NAMES[-1] == "toy"
+
+
 # ---------------------------------------------------------------- per-objective config keys
 
 
