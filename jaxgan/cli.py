@@ -70,12 +70,13 @@ def _setup_logging(level: str) -> None:
     logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.ERROR)
   # Orbax logs each failed background write with its traceback from several threads (hundreds of lines for
   # one full disk) before raising it; the exception itself becomes our one line (--log_level DEBUG shows all).
-  for noisy in ("absl", "orbax"):
+  for noisy in ("absl", "orbax", "asyncio"):   # asyncio: "exception was never retrieved" of the same writes
     logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
   from absl import flags, logging as absl_logging
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()   # Grain worker processes read absl flags
-  absl_logging.set_verbosity(absl_logging.DEBUG if level == "DEBUG" else absl_logging.ERROR)
+  # (FATAL, not ERROR: absl's verbosity is the "absl" logger's level, and Orbax's failed-write tracebacks are ERRORs)
+  absl_logging.set_verbosity(absl_logging.DEBUG if level == "DEBUG" else absl_logging.FATAL)
 
 
 def _error_types() -> tuple[type, ...]:

@@ -70,7 +70,10 @@ class WorkdirLock:
 
   def __init__(self, workdir: str | os.PathLike, command: str | None = None) -> None:
     self.path = Path(workdir).absolute() / LOCK_NAME
-    self.command = command if command is not None else " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:300]
+    if command is None:
+      command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+      command = command if len(command) <= 120 else command[:117] + "..."
+    self.command = command
     self._fd: int | None = None
     self.taken_over: dict | None = None   # the stale record found on acquire, if any
 
