@@ -243,3 +243,20 @@ def test_a_config_saved_with_every_objectives_keys_still_loads_and_resumes(datas
   resumed = train.train_and_evaluate(tiny("pix2pix", dataset, num_train_steps=2), workdir)   # a new-style recipe
   assert resumed.step == 2 and not resumed.preempted
   assert "pool_size" not in inference.load_for_inference(workdir)[1]   # the new checkpoint: the new config
+
+
+def test_one_generator_imported_with_another_objectives_recipe_keeps_only_its_objectives_keys():
+  """A released CycleGAN generator imported with a CycleGAN recipe is a pix2pix-kind translate-only workdir:
+  its config holds pix2pix's keys, not the recipe's pool_size / lambda_A."""
+  from conftest import require_torch  # pylint: disable=import-outside-toplevel
+  require_torch()
+  import torch_reference as R  # pylint: disable=import-outside-toplevel
+  from jaxgan.interop import detect, workdir  # pylint: disable=import-outside-toplevel
+  g = R.define_G(3, 3, 4, "resnet_1blocks", "instance")
+  net = workdir.ImportedNet("/x/latest_net_G_A.pth", "G_A",
+                            *detect.detect({k: v.numpy() for k, v in g.state_dict().items()}), sha256="0")
+  recipe = config_lib.get_cyclegan_base_config()
+  recipe.crop_size = 32
+  plan = workdir.plan_import([net], base_config=recipe)
+  assert plan.model == "pix2pix" and plan.translate_only
+  assert objectives.foreign_keys(plan.config) == [] and plan.config.lambda_L1 == 100.0

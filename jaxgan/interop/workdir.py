@@ -209,8 +209,8 @@ def plan_import(nets: Sequence[ImportedNet], *, model: str | None = None, direct
                    "translate-only workdir")
     else:
       raise _fail(all_nets, f"the --config recipe is for {config.model} but the files make a {workdir_model} model")
+    config = config_lib.with_model(config, workdir_model)   # that objective's own keys, not the recipe's
   with config.unlocked():
-    config.model = workdir_model
     config.netG, config.ngf, config.norm = netG, int(ngf), norm
     config.input_nc, config.output_nc = int(input_nc), int(output_nc)
     config.no_dropout = not bool(recorded)
