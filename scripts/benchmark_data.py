@@ -16,7 +16,9 @@ also loads, no parallel code gets ``cores`` x a lone thread's rate (Linux's
 autogroup scheduler shares the CPU per session, not per thread), so the load
 average is printed beside each round and, for an in-process pipeline,
 ``cpu_efficiency``: its examples per CPU second over the bare loop's -- the
-work it adds per example, whatever the load. The two are measured in
+work it adds per example, whatever the load. For a reading close to an idle
+machine's on a shared one, give the run's session the top autogroup priority:
+``setsid bash -c 'echo -20 > /proc/$$/autogroup; python scripts/benchmark.py --data'``. The two are measured in
 alternating rounds (``--rounds``), each a fresh iterator whose first batches
 (worker start-up) are not timed, so a machine shared with other work loads both
 alike; the medians are reported. ``--accelerators N`` sizes the default
