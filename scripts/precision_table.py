@@ -178,13 +178,7 @@ def step_grads(module, config, state, batch, emulate: str | None):
     if module is pix2pix:          # grads of params["D"], then of params["G"], then the metrics
       return {"D": captured[0], "G": captured[1]}
     return {k: v for tree in captured[:2] for k, v in tree.items()}   # {G_AB, G_BA}, {D_A, D_B}, metrics
-  # Compiled at a low XLA:CPU optimisation level: the table is bound by compiling one step per setting,
-  # and the numbers do not depend on it (float32 arithmetic, the same per setting and for the reference).
-  options = FAST_COMPILE if jax.default_backend() == "cpu" else None
-  return jax.jit(run, compiler_options=options)(state, batch)
-
-
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+  return jax.jit(run)(state, batch)
 
 
 def kernels(tree, names) -> list[tuple[str, np.ndarray]]:
