@@ -217,7 +217,7 @@ def export_pth(loaded: Loaded, output: str | os.PathLike, *, direction: str | No
   dicts = [network_state_dict(loaded, n) for n in nets]   # every conversion before the first write
   out.mkdir(parents=True, exist_ok=True)
   for target, sd in zip(targets, dicts):
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
+    tensors = {k: torch.from_numpy(np.array(v, order="C")) for k, v in sd.items()}   # 0-d stays 0-d
     write_atomic(target, lambda tmp, t=tensors: torch.save(t, os.fspath(tmp)))
   return targets
 

@@ -366,7 +366,8 @@ def to_state_dict(variables: Mapping[str, Any], *, kind: str, net: str, norm: st
                   use_dropout: bool = False) -> dict[str, np.ndarray]:
   """Flax variables of ``jaxgan.models`` -> reference ``state_dict`` of float32 numpy arrays.
 
-  ``num_batches_tracked`` (batch norm) is written as 0. Load into torch with
+  Keys in the order the reference's ``net.state_dict()`` lists them; ``num_batches_tracked``
+  (batch norm) is written as 0 (int64, 0-d). Load into torch with
   ``net.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
   """
   params = variables.get("params", {})
@@ -388,4 +389,15 @@ def to_state_dict(variables: Mapping[str, Any], *, kind: str, net: str, norm: st
     out[key] = np.ascontiguousarray(a)
     if leaf == "var":
       out[f"{layer.prefix}.num_batches_tracked"] = np.zeros((), np.int64)
-  return out
+  return {k: out[k] for k in sorted(out, key=_torch_order)}
+
+
+_PARAM_ORDER = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3, "num_batches_tracked": 4}
+
+
+def _torch_order(key: str) -> tuple:
+  """Sort key giving a torch ``state_dict``'s order: modules in registration order (their Sequential
+  indices, numerically), then weight, bias, running_mean, running_var, num_batches_tracked."""
+  prefix, _, name = key.rpartition(".")
+  parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in prefix.split("."))
+  return parts, _PARAM_ORDER.get(name, len(_PARAM_ORDER)), name
