@@ -51,7 +51,7 @@ POSITIVE_KEYS = ("input_nc", "output_nc", "ngf", "ndf", "batch_size", "load_size
 NON_NEGATIVE_KEYS = ("lr", "lambda_L1", "lambda_A", "lambda_B", "lambda_identity", "lambda_gp", "pool_size",
                      "n_epochs", "n_epochs_decay", "init_gain", "log_every_steps",
                      "checkpoint_every_steps", "sample_every_steps", "eval_every_steps", "keep_checkpoints",
-                     "fid_every_steps")
+                     "fid_every_steps", "bn_group_size")
 
 # Keys recipes may leave out; ``--config.KEY`` may still set them (name -> type, default).
 OPTIONAL_KEYS: dict[str, tuple[type, Any]] = {
@@ -65,6 +65,9 @@ OPTIONAL_KEYS: dict[str, tuple[type, Any]] = {
     "wandb_project": (str, "jaxgan"),
     "sample_rows": (int, 4),          # images per sample grid
     "eval_mode": (bool, False),       # evaluate with running BatchNorm statistics and no dropout
+    "bn_group_size": (int, 0),        # norm=batch: training statistics over consecutive groups of this many
+                                      # images of the global batch (0: the whole batch; 1: each image alone, the
+                                      # papers' batch 1 and the test mode, at any batch size and device count)
     "matmul_precision": (str, "default"),   # float32 convs/dots inside the step and translate: default | high |
                                       # highest (TPU: bf16 | bf16_3x | float32 products; Ampere+ GPU: TF32 |
                                       # TF32 | float32; CPU: float32 always). docs/precision.md measures them
@@ -121,6 +124,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{key}={config[key]} must be >= 0")
   if int(config.get("num_workers", -1)) < -1:
     raise ValueError(f"config.num_workers={config.num_workers} must be -1 (automatic), 0 or more")
+  group = int(config.get("bn_group_size", 0))
+  if group > 0 and int(config.batch_size) % min(group, int(config.batch_size)):
+    raise ValueError(f"config.bn_group_size={group} must divide config.batch_size={config.batch_size} "
+                     "(BatchNorm statistics over groups of that many images)")
   if int(config.crop_size) > int(config.load_size) and "crop" in str(config.preprocess):
     raise ValueError(f"config.crop_size={config.crop_size} is larger than config.load_size={config.load_size}")
   dataset = str(config.dataset)

@@ -118,14 +118,19 @@ def train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Con
   Returns the new state and float32 metrics ``D_A, G_A, cycle_A, idt_A, D_B, G_B,
   cycle_B, idt_B`` (the reference's names) plus ``G``, ``D`` totals and ``lr``.
   ``batch`` images: NHWC float32 in [-1, 1], or uint8/uint16 pixels (made [-1, 1] inside the
-  step, on the device: :func:`jaxgan.images.to_model_range`).
+  step, on the device: :func:`jaxgan.images.to_model_range`). Inside
+  :func:`jaxgan.parallel.jit_train_step` over several devices the iteration runs per
+  device on its part of the batch, each network's gradient is averaged over the
+  devices once (:func:`jaxgan.parallel.per_device_step`), and the image pools see
+  the global batch in order, as on one device.
   """
   with checks.matmul_precision(config):   # config.matmul_precision: every conv traced inside
-    return _train_step(state, batch, config=config)
+    return parallel.per_device_step(_train_step, state, batch, config=config)
 
 
 def _train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.ConfigDict
                 ) -> tuple[CycleGANState, dict[str, jax.Array]]:
+  """:func:`train_step` on one device's batch; ``config.axis_name`` (when set) averages over the devices."""
   modules = networks(config)
   tx = optim.make_optimizer(config)
   gan_mode = str(config.gan_mode)
@@ -134,6 +139,7 @@ def _train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Co
   real_b = to_model_range(batch["B"], name="batch['B']")
   key = jax.random.fold_in(state.rng, state.step)
   k_drop, k_pool_a, k_pool_b, k_gp = jax.random.split(key, 4)
+  k_drop, k_gp = parallel.device_key(k_drop), parallel.device_key(k_gp)   # drawn per image: per device
   params, stats = state.params, state.batch_stats
 
   def d_apply(name, p, s, x):
@@ -178,11 +184,13 @@ def _train_step(state: CycleGANState, batch: Batch, *, config: ml_collections.Co
   new_g = optax.apply_updates(_subset(params, GENERATORS), updates_g)
 
   # 3. Image pools, then the discriminators.
-  # The pool takes the global batch in order (one device's semantics); what comes out is split over the
-  # devices again, so each runs the discriminators on its own 1/N of the batch.
-  pool_b, fake_b = pool.query(state.pools["B"], jax.lax.stop_gradient(fake_b), k_pool_b)
-  pool_a, fake_a = pool.query(state.pools["A"], jax.lax.stop_gradient(fake_a), k_pool_a)
-  fake_b, fake_a = parallel.shard_over_batch(fake_b), parallel.shard_over_batch(fake_a)
+  # The pool takes the global batch in order (one device's semantics; per device: every device runs the
+  # same pool on the gathered batch with the same key); each device then keeps its own rows, so it runs
+  # the discriminators on its own 1/N of the batch.
+  fake_b, fake_a = (parallel.gather_batch(jax.lax.stop_gradient(x)) for x in (fake_b, fake_a))
+  pool_b, fake_b = pool.query(state.pools["B"], fake_b, k_pool_b)
+  pool_a, fake_a = pool.query(state.pools["A"], fake_a, k_pool_a)
+  fake_b, fake_a = parallel.local_rows(fake_b), parallel.local_rows(fake_a)
 
   def d_loss_fn(p_d):
     s = dict(stats)

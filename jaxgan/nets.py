@@ -26,14 +26,21 @@ def build_generator(config: ml_collections.ConfigDict, input_nc: int, output_nc:
       input_nc=input_nc, output_nc=output_nc, ngf=int(config.ngf), netG=str(config.netG),
       norm=str(config.norm), use_dropout=not bool(config.no_dropout), init_type=str(config.init_type),
       init_gain=float(config.init_gain), dtype=compute_dtype(config), remat=bool(config.get("remat", False)),
-      axis_name=config.get("axis_name"))
+      axis_name=norm_axis(config))
 
 
 def build_discriminator(config: ml_collections.ConfigDict, input_nc: int):
   return models.define_D(
       input_nc=input_nc, ndf=int(config.ndf), netD=str(config.netD), n_layers_D=int(config.n_layers_D),
       norm=str(config.norm), init_type=str(config.init_type), init_gain=float(config.init_gain),
-      dtype=compute_dtype(config), axis_name=config.get("axis_name"))
+      dtype=compute_dtype(config), axis_name=norm_axis(config))
+
+
+def norm_axis(config: ml_collections.ConfigDict):
+  """What the networks' ``axis_name`` carries to BatchNorm: the device axis (``config.axis_name``, set
+  under pmap and in :func:`jaxgan.parallel.per_device_step`) and the statistics' group
+  (``config.bn_group_size``; see :class:`jaxgan.models.layers.BatchGroups`)."""
+  return models.layers.batch_groups(config.get("axis_name"), int(config.get("bn_group_size", 0)))
 
 
 def variables(params: Params, batch_stats: PyTree) -> dict:

@@ -3,12 +3,17 @@
 Default (:func:`jit_train_step`): a 1-D ``data`` mesh over all devices of all
 processes. The batch is one global array sharded over ``data`` along its
 leading axis, the train state is replicated, and the step is compiled once with
-``jax.jit`` and explicit shardings, donating the old state. Because the batch is
-one global array, every mean over the batch (losses, BatchNorm statistics) is a
+``jax.jit`` and explicit shardings, donating the old state. Inside, the
+objectives' steps run their iteration per device (:func:`per_device_step`, a
+``shard_map`` over ``data``): each device computes the gradients of its part of
+the batch and each network's gradient tree is averaged over the devices once,
+in float32 (one all-reduce of the parameters' bytes per step, where XLA's own
+partitioning all-reduced every use of a weight separately: 2.8x for CycleGAN).
+Every mean over the batch (losses, BatchNorm statistics) is still a
 global-batch mean and the CycleGAN image pool sees the global batch in order, so
 the result equals one device running the same global batch (up to float
-summation order). This works unchanged for one device, many devices and many
-hosts.
+summation order; per-image random draws such as dropout masks differ, as under
+pmap). This works unchanged for one device, many devices and many hosts.
 
 Variant (:func:`pmap_train_step`): ``jax.pmap`` over this process's devices with
 one state copy per device. The step averages gradients (never parameters),
@@ -238,7 +243,8 @@ def jit_train_step(train_step: Callable, config: Any, mesh: Mesh, *, donate: boo
   ``state`` from :func:`replicate`; it returns the new replicated state and
   replicated float32 metrics. The input state is donated (do not reuse it).
   The step is traced under the mesh (``jax.sharding.use_abstract_mesh``), so
-  :func:`shard_over_batch` inside it can keep per-device work at 1/N.
+  :func:`per_device_step` inside it runs the iteration per device and
+  :func:`shard_over_batch` can keep per-device work at 1/N.
   """
   rep, data = replicated_sharding(mesh), batch_sharding(mesh)
   cfg = _without_axis_name(config)

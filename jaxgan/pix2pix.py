@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxgan import checks, config as config_lib, losses, nets, optim
+from jaxgan import checks, config as config_lib, losses, nets, optim, parallel
 from jaxgan.images import to_model_range
 
 Batch = Mapping[str, jax.Array]
@@ -91,24 +91,34 @@ def train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Conf
 
   Returns the new state and float32 metrics: ``G_GAN, G_L1, G, D_real, D_fake, D, lr``.
   ``batch`` images: NHWC float32 in [-1, 1], or uint8/uint16 pixels (made [-1, 1] inside the
-  step, on the device: :func:`jaxgan.images.to_model_range`).
+  step, on the device: :func:`jaxgan.images.to_model_range`). Inside
+  :func:`jaxgan.parallel.jit_train_step` over several devices the iteration runs per
+  device on its part of the batch and each network's gradient is averaged over the
+  devices once (:func:`jaxgan.parallel.per_device_step`).
   """
   with checks.matmul_precision(config):   # config.matmul_precision: every conv traced inside
-    return _train_step(state, batch, config=config)
+    return parallel.per_device_step(_train_step, state, batch, config=config)
 
 
 def _train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.ConfigDict
                 ) -> tuple[Pix2PixState, dict[str, jax.Array]]:
+  """:func:`train_step` on one device's batch; ``config.axis_name`` (when set) averages over the devices."""
   G, D = networks(config)
   tx = optim.make_optimizer(config)
   gan_mode = str(config.gan_mode)
   real_a = to_model_range(batch["A"], name="batch['A']")   # uint8/uint16 pixels: on the device
   real_b = to_model_range(batch["B"], name="batch['B']")
   key = jax.random.fold_in(state.rng, state.step)
-  k_drop, k_gp = jax.random.split(key)
+  k_drop, k_gp = (parallel.device_key(k) for k in jax.random.split(key))   # drawn per image: per device
   params, stats = state.params, state.batch_stats
 
   # 1. Generator forward once; keep its vjp for the generator update.
+  # The generator's gradient is split by the chain rule: dloss_G/dparams_G = (dfake_B/dparams_G)^T dloss_G/dfake_B.
+  # jax.vjp runs G forward now and returns its pullback ``g_vjp`` (the forward's residuals kept); step 2 updates
+  # D on fake_B detached; step 3 takes jax.grad of loss_G with respect to fake_B alone (through the updated D)
+  # and pulls that cotangent back through G with ``g_vjp``. As in the reference (one forward, D step, then
+  # loss_G.backward()), G runs once per step: D and G see the same dropout mask and batch statistics, and G's
+  # BatchNorm running statistics are updated once. One jax.grad over G(params) would run G a second time.
   def g_forward(p_g):
     return nets.apply_train(G, p_g, stats["G"], real_a, k_drop)
 
@@ -117,12 +127,6 @@ def _train_step(state: Pix2PixState, batch: Batch, *, config: ml_collections.Con
   def d_apply(p_d, s_d, x):
     return nets.apply_train(D, p_d, s_d, x, None)
 
-  # The generator's gradient is split by the chain rule: dloss_G/dparams_G = (dfake_B/dparams_G)^T dloss_G/dfake_B.
-  # jax.vjp runs G forward now and returns its pullback ``g_vjp`` (the forward's residuals kept); step 2 updates
-  # D on fake_B detached; step 3 takes jax.grad of loss_G with respect to fake_B alone (through the updated D)
-  # and pulls that cotangent back through G with ``g_vjp``. As in the reference (one forward, D step, then
-  # loss_G.backward()), G runs once per step: D and G see the same dropout mask and batch statistics, and G's
-  # BatchNorm running statistics are updated once. One jax.grad over G(params) would run G a second time.
   # 2. Discriminator update on (A, fake_B) detached and (A, B).
   fake_ab = jnp.concatenate([real_a, jax.lax.stop_gradient(fake_b)], axis=-1)
   real_ab = jnp.concatenate([real_a, real_b], axis=-1)

@@ -261,10 +261,12 @@ def test_eight_devices_equal_one_device(model_name):
     # parameters but for the few coordinates whose update Adam's eps makes sensitive to rounding.
     # From the second step on, CycleGAN's instance norms amplify the forward's rounding (XLA:CPU
     # blocks a batch of 1 otherwise than one of 8) up to 2e-3 of a leaf's largest gradient (measured
-    # with XLA's kernel-gradient convs, AVX-512 EPYC; 5e-6 with the tap matmuls). A gradient not
-    # averaged over the devices, or one device's alone, is off by O(1).
+    # with XLA's kernel-gradient convs, AVX-512 EPYC; 5e-6 with the tap matmuls); with the threefry
+    # initial weights 3.9e-2 on D_A's last conv at step 2 (AVX-512 EPYC, the same with XLA's own
+    # partitioning of the step and with the per-device step). A gradient not averaged over the
+    # devices, or one device's alone, is off by O(1).
     assert rep["forced_grads"][0] < TOL, (variant, rep)
-    assert max(rep["forced_grads"]) < (1e-2 if model_name == "cyclegan" else TOL), (variant, rep)
+    assert max(rep["forced_grads"]) < (0.1 if model_name == "cyclegan" else TOL), (variant, rep)
     assert rep["forced_params_within_tol"] > 0.999, (variant, rep)
     assert rep["forced_params"] < 2 * 2e-4 + TOL, (variant, rep)   # at most +-lr either way
     # Three steps run freely: the same losses, and parameters within Adam's +-lr per step.

@@ -22,8 +22,8 @@ Fast formulations: the convolutions, reflection padding and instance norm use
 the equal-math forms of :mod:`jaxgan.models.fast_ops` (same parameters, same
 values and gradients up to float rounding) where they pay off -- by default in
 programs compiled for CPUs (:func:`target_platform`: the devices the step is
-compiled for, not the host), where XLA's plain forms hit slow paths, for each layer family
-whose fast form this processor's calibration (:mod:`jaxgan.calibration`, run
+compiled for, not the host), where XLA's plain forms hit slow paths, for each
+layer family whose fast form this processor's calibration (:mod:`jaxgan.calibration`, run
 once by the ``jaxgan`` program) did not find slower. ``set_fast_ops`` /
 ``fast_ops`` override that; the choice is read when a step is traced, so set it
 before ``jax.jit`` compiles the step.
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import dataclasses
 from typing import Any, Callable, Iterator
 
 import jax
@@ -61,7 +62,8 @@ def set_fast_ops(enabled: bool | None) -> None:
 
 def fast_ops_enabled(family: str | None = None) -> bool:
   """Whether layers traced now use ``fast_ops``: the explicit setting, else on when the program is
-  compiled for CPU devices (:func:`target_platform`, not the process's backend) where this processor's calibration (``jaxgan.calibration``) has not found the plain form of
+  compiled for CPU devices (:func:`target_platform`, not the process's backend) where this
+  processor's calibration (``jaxgan.calibration``) has not found the plain form of
   ``family`` (``conv``, ``conv_transpose``, ``pad``, ``instance_norm``) faster. (The fifth family,
   ``conv_wgrad``, is read inside ``fast_ops`` itself, by the kernel gradients; its taps are off
   unless the calibration found them clearly faster.)
@@ -267,6 +269,27 @@ def reflection_pad(x: jax.Array, pad: int) -> jax.Array:
 
 # ----------------------------------------------------------------------------- norms
 
+@dataclasses.dataclass(frozen=True)
+class BatchGroups:
+  """How BatchNorm forms its training statistics, passed where the networks take ``axis_name``.
+
+  ``size``: statistics over consecutive groups of ``size`` images of the global
+  batch (0: the whole batch; 1: each image alone, the reference's batch-1
+  training and its test mode). ``axis_name``: the device axis the global batch
+  is split over (None on one device). A plain ``axis_name`` string (or None)
+  means ``BatchGroups(0, axis_name)``; :func:`batch_groups` builds the value.
+  """
+  size: int = 0
+  axis_name: str | None = None
+
+
+def batch_groups(axis_name: str | None, group_size: int = 0) -> "str | None | BatchGroups":
+  """The networks' ``axis_name`` value for BatchNorm groups of ``group_size`` (0: a plain ``axis_name``)."""
+  if int(group_size) < 0:
+    raise ValueError(f"bn_group_size must be >= 0 (0: the whole batch), got {group_size}")
+  return BatchGroups(int(group_size), axis_name) if int(group_size) > 0 else axis_name
+
+
 class BatchNorm(nn.Module):
   """torch ``BatchNorm2d`` (eps 1e-5, momentum 0.1, affine, running stats) on NHWC.
 
@@ -274,8 +297,19 @@ class BatchNorm(nn.Module):
   (N, H, W) and update ``running = (1 - momentum) * running + momentum * batch``
   where the variance entering the running average is the *unbiased* one
   (times n / (n - 1)), as torch does. ``train=False``: normalise with the
-  running statistics. With ``axis_name`` set (pmap), the moments are averaged
-  over that axis so every device uses the global-batch statistics.
+  running statistics. With ``axis_name`` set (pmap, or the per-device body of
+  :func:`jaxgan.parallel.per_device_step`), the statistics are those of the
+  global batch, from one collective per layer: an all-gather of each device's
+  per-channel (mean, sum of squared deviations), 2 x C floats, combined exactly
+  on every device (the plain (sum x, sum x^2) of one all-reduce lose digits
+  where the mean is large against the spread).
+
+  ``group_size`` k > 0: statistics over consecutive groups of k images of the
+  global batch instead (k = 1: each image alone, the paper's batch-1 training
+  and the reference's test mode, at any batch size and device count; a batch
+  smaller than k is one group). Groups within a device need no communication;
+  groups spanning devices gather their devices' moments as above. The running
+  statistics then average the groups' mean and unbiased variance.
   Statistics are float32. Params ``scale``, ``bias``; collection
   ``batch_stats`` holds ``mean`` (init 0) and ``var`` (init 1).
   """
@@ -283,6 +317,7 @@ class BatchNorm(nn.Module):
   epsilon: float = 1e-5
   scale_init: Initializer = bn_scale_init(0.02)
   axis_name: str | None = None
+  group_size: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -296,30 +331,70 @@ class BatchNorm(nn.Module):
     xf = x.astype(jnp.float32)
     if train:
       # No cross-device reduction at init (often run outside pmap), as Flax's BatchNorm does.
-      mean, var, n = _batch_moments(xf, None if self.is_initializing() else self.axis_name)
+      axis = None if self.is_initializing() else self.axis_name
+      mean, var, run_mean, run_var = _train_moments(xf, axis, self.group_size)
       if not self.is_initializing():
-        unbiased = var * (n / jnp.maximum(n - 1.0, 1.0))
         m = self.momentum
-        running_mean.value = (1.0 - m) * running_mean.value + m * mean
-        running_var.value = (1.0 - m) * running_var.value + m * unbiased
+        running_mean.value = (1.0 - m) * running_mean.value + m * run_mean
+        running_var.value = (1.0 - m) * running_var.value + m * run_var
     else:
       mean, var = running_mean.value, running_var.value
     mul = scale * jax.lax.rsqrt(var + self.epsilon)
+    if mean.ndim > 1:   # per group: [G, 1, 1, 1, C] against the batch as [G, k, H, W, C]
+      y = xf.reshape(mean.shape[0], -1, *xf.shape[1:]) * mul + (bias - mean * mul)
+      return y.reshape(xf.shape).astype(self.dtype)
     y = xf * mul + (bias - mean * mul)
     return y.astype(self.dtype)
 
 
-def _batch_moments(xf: jax.Array, axis_name: str | None) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Per-channel mean and biased variance over (N, H, W) (and ``axis_name``), and the count."""
-  n = jnp.asarray(xf.shape[0] * xf.shape[1] * xf.shape[2], jnp.float32)
-  mean = jnp.mean(xf, axis=(0, 1, 2))
-  if axis_name is not None:
-    mean = jax.lax.pmean(mean, axis_name)
-    n = jax.lax.psum(n, axis_name)
-  var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
-  if axis_name is not None:
-    var = jax.lax.pmean(var, axis_name)
-  return mean, var, n
+def _unbiased(var: jax.Array, n: float) -> jax.Array:
+  return var * (n / max(n - 1.0, 1.0))
+
+
+def _train_moments(xf: jax.Array, axis_name: str | None, group_size: int):
+  """(mean, biased var) to normalise with, and (mean, unbiased var) for the running averages.
+
+  ``xf``: [N, H, W, C] float32, this device's rows of the global batch. Whole
+  batch (``group_size`` 0): mean/var [C]. Groups: [N/k, 1, 1, 1, C] when the
+  groups lie within the device, [C] (this device's group) when they span
+  devices. The running pair is [C] and the same on every device.
+  """
+  n_local, hw = xf.shape[0], xf.shape[1] * xf.shape[2]
+  devices = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+  total = n_local * devices
+  k = total if group_size <= 0 else min(int(group_size), total)
+  if total % k or (n_local % k and k % n_local):
+    raise ValueError(f"bn_group_size={group_size}: BatchNorm groups must split the batch of {total} images "
+                     f"({n_local} per device on {devices}) evenly, within or across devices")
+  if n_local % k == 0 and (k < total or axis_name is None):
+    # Groups within this device: two-pass moments per group, no communication for the forward.
+    n = float(k * hw)
+    if k == n_local:
+      mean = jnp.mean(xf, axis=(0, 1, 2))
+      var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
+      run = jnp.stack([mean, _unbiased(var, n)])
+    else:
+      g = xf.reshape(n_local // k, k, *xf.shape[1:])
+      mean = jnp.mean(g, axis=(1, 2, 3), keepdims=True)                          # [N/k, 1, 1, 1, C]
+      var = jnp.mean(jnp.square(g - mean), axis=(1, 2, 3), keepdims=True)
+      run = jnp.stack([jnp.mean(mean, axis=(0, 1, 2, 3)), jnp.mean(_unbiased(var, n), axis=(0, 1, 2, 3))])
+    if axis_name is not None:   # every device's groups enter the running averages (not on the forward's path)
+      run = jax.lax.pmean(run, axis_name)
+    return mean, var, run[0], run[1]
+  # Groups of k images spanning k / n_local devices (or the whole batch): one all-gather of each device's
+  # per-channel (mean, sum of squared deviations), combined exactly (Chan et al.) on every device; the
+  # plain sums (sum x, sum x^2) would lose digits to cancellation where the mean is large against the spread.
+  m_i = jnp.mean(xf, axis=(0, 1, 2))
+  m2_i = jnp.sum(jnp.square(xf - m_i), axis=(0, 1, 2))
+  per = k // n_local                                                             # devices per group
+  gathered = jax.lax.all_gather(jnp.stack([m_i, m2_i]), axis_name)               # [D, 2, C]
+  gathered = gathered.reshape(total // k, per, *gathered.shape[1:])              # [groups, per, 2, C]
+  g_mean = jnp.mean(gathered[:, :, 0], axis=1)                                   # [groups, C]
+  spread = jnp.sum(jnp.square(gathered[:, :, 0] - g_mean[:, None]), axis=1)
+  n = float(k * hw)
+  g_var = (jnp.sum(gathered[:, :, 1], axis=1) + float(n_local * hw) * spread) / n
+  mine = jax.lax.axis_index(axis_name) // per
+  return g_mean[mine], g_var[mine], jnp.mean(g_mean, axis=0), jnp.mean(_unbiased(g_var, n), axis=0)
 
 
 class InstanceNorm(nn.Module):
@@ -345,11 +420,16 @@ class Identity(nn.Module):
 
 
 def make_norm(norm: str, *, name: str, gain: float = 0.02, dtype: Dtype = jnp.float32,
-              axis_name: str | None = None) -> nn.Module:
-  """The norm layer for ``norm`` in {"batch", "instance", "none"}; call as ``layer(x, train)``."""
+              axis_name: "str | None | BatchGroups" = None) -> nn.Module:
+  """The norm layer for ``norm`` in {"batch", "instance", "none"}; call as ``layer(x, train)``.
+
+  ``axis_name``: the device axis BatchNorm reduces over, or a :class:`BatchGroups`.
+  """
   check_choice("norm", norm, NORMS)
   if norm == "batch":
-    return BatchNorm(scale_init=bn_scale_init(gain), axis_name=axis_name, dtype=dtype, name=name)
+    groups = axis_name if isinstance(axis_name, BatchGroups) else BatchGroups(0, axis_name)
+    return BatchNorm(scale_init=bn_scale_init(gain), axis_name=groups.axis_name, group_size=groups.size,
+                     dtype=dtype, name=name)
   if norm == "instance":
     return InstanceNorm(dtype=dtype, name=name)
   return Identity(name=name)
