@@ -30,12 +30,54 @@ _JIT_CACHE: dict = {}
 
 
 def _translate_fn(model, config: ml_collections.ConfigDict, direction: str, eval_mode: bool):
-  """``jit(translate)(state, images, ids)`` for this model/config/direction, compiled once per process."""
+  """``run(state, images, ids)``: jitted translate for this model/config/direction, compiled once per process.
+
+  With a state replicated over several devices (``load_for_inference``) the
+  batch is split over them (:func:`_split_over_devices`); on one device
+  (``parallel.local_copy``, as in training) it runs there.
+  """
   key = (model.__name__, json.dumps(config.to_dict(), sort_keys=True), direction, bool(eval_mode))
   if key not in _JIT_CACHE:
-    _JIT_CACHE[key] = jax.jit(lambda state, images, ids: model.translate(
+    _JIT_CACHE[key] = _split_over_devices(lambda state, images, ids: model.translate(
         state, images, config=config, direction=direction, eval_mode=bool(eval_mode), ids=ids))
   return _JIT_CACHE[key]
+
+
+def _split_over_devices(fn):
+  """``fn(state, images [N,...], ids [N])`` jitted; images and ids split over the devices the state is replicated on.
+
+  Each image's result depends on its own id only, so the batch is padded to a
+  multiple of the device count with copies of its last image (discarded) and
+  each device translates its share, instead of every device translating the
+  whole batch. A state on one device, or not addressable from this process
+  alone, runs ``jax.jit(fn)`` as it is. ``run.lower(...)`` lowers what a call runs.
+  """
+  plain, split = jax.jit(fn), {}
+
+  def prepare(state, images, ids):
+    leaf = jax.tree.leaves(state)[0]
+    sharding = getattr(leaf, "sharding", None)
+    if (sharding is None or len(sharding.device_set) < 2 or not leaf.is_fully_addressable
+        or not sharding.is_fully_replicated):
+      return plain, (state, images, ids), None
+    mesh = parallel.make_mesh(sorted(sharding.device_set, key=lambda d: d.id))
+    images, ids = np.asarray(images), np.asarray(ids)
+    n, pad = len(images), (-len(images)) % mesh.size
+    if pad:
+      images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
+      ids = np.concatenate([ids, np.zeros(pad, ids.dtype)])
+    if mesh not in split:
+      rep, data = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
+      split[mesh] = jax.jit(fn, in_shardings=(rep, data, data), out_shardings=data)
+    return split[mesh], (state, images, ids), n
+
+  def run(state, images, ids):
+    f, args, n = prepare(state, images, ids)
+    out = f(*args)
+    return out if n is None else np.asarray(out)[:n]
+
+  run.lower = lambda *args: (lambda f, a, _: f.lower(*a))(*prepare(*args))
+  return run
 
 
 SOURCE = {"AtoB": "A", "BtoA": "B"}      # the batch side a direction reads
