@@ -23,12 +23,8 @@ from PIL import Image
 from conftest import require_torch
 from helpers import tiny_cyclegan_config, tiny_pix2pix_config
 
-torch = require_torch()
+from jaxgan import checkpoint, cli, objectives, train
 
-import torch_reference as R  # noqa: E402  (needs torch)
-from jaxgan import checkpoint, cli, objectives, train  # noqa: E402
-
-pytestmark = pytest.mark.torch
 G_SCALE = 0.6   # random-weight scale that keeps tanh out of saturation
 
 
@@ -36,7 +32,15 @@ def run_cli(*args) -> int:
   return cli.main([str(a) for a in args])
 
 
+def torch_and_reference():
+  """(torch, tests/torch_reference): the .pth tests need them (skipped without torch); the ONNX test does not."""
+  torch = require_torch()
+  import torch_reference  # pylint: disable=import-outside-toplevel
+  return torch, torch_reference
+
+
 def save(net, path: Path) -> Path:
+  torch, _ = torch_and_reference()
   torch.save(net.state_dict(), path)   # as the reference's save_networks
   return path
 
@@ -51,7 +55,9 @@ def files_under(folder: Path) -> list:
 @pytest.mark.parametrize("net,norm,dropout", [("resnet_1blocks", "instance", False), ("resnet_2blocks", "batch", True),
                                               ("unet_32", "batch", True), ("unet_32", "instance", False),
                                               ("resnet_1blocks", "none", False)])
+@pytest.mark.torch
 def test_import_then_export_gives_back_the_same_tensors(tmp_path, net, norm, dropout):
+  torch, R = torch_and_reference()
   g = R.randomize_(R.define_G(3, 2, 4, net, norm, use_dropout=dropout, authors_none=True), 1, G_SCALE)
   d = R.randomize_(R.define_D(5, 4, "n_layers", 2, norm, authors_none=True), 2)
   files = [save(g, tmp_path / "latest_net_G.pth"), save(d, tmp_path / "latest_net_D.pth")]
@@ -69,7 +75,9 @@ def test_import_then_export_gives_back_the_same_tensors(tmp_path, net, norm, dro
         assert torch.equal(back[k], v), k
 
 
+@pytest.mark.torch
 def test_cyclegan_round_trip_keeps_the_authors_file_names(tmp_path):
+  torch, R = torch_and_reference()
   nets = {"G_A": R.randomize_(R.define_G(3, 3, 4, "resnet_1blocks", "instance"), 3, G_SCALE),
           "G_B": R.randomize_(R.define_G(3, 3, 4, "resnet_1blocks", "instance"), 4, G_SCALE),
           "D_A": R.randomize_(R.define_D(3, 4, "pixel", 3, "instance"), 5),
@@ -140,12 +148,14 @@ def model(request, tmp_path_factory):
   return config, wd, results
 
 
-def reference_generator(config, direction: str):
+def reference_generator(R, config, direction: str):
   c_in, c_out = (config.input_nc, config.output_nc) if direction == "AtoB" else (config.output_nc, config.input_nc)
   return R.define_G(c_in, c_out, config.ngf, config.netG, config.norm, use_dropout=not config.no_dropout)
 
 
+@pytest.mark.torch
 def test_exported_pth_loads_strictly_and_translates_as_translate_eval(model, tmp_path):
+  torch, R = torch_and_reference()
   config, wd, results = model
   out = tmp_path / "pth"
   assert run_cli("export", "--workdir", wd, "--format", "pth", "--output", out) == 0
@@ -158,7 +168,7 @@ def test_exported_pth_loads_strictly_and_translates_as_translate_eval(model, tmp
       n_in = config.input_nc + config.output_nc if slot == "D" else 3
       R.define_D(n_in, config.ndf, config.netD, config.n_layers_D, config.norm).load_state_dict(sd, strict=True)
   for d in objective.DIRECTIONS:
-    net = reference_generator(config, d)
+    net = reference_generator(R, config, d)
     net.load_state_dict(torch.load(out / f"latest_net_{roles[objective.GENERATOR_FOR[d]]}.pth", weights_only=True),
                         strict=True)
     net.eval()
@@ -190,6 +200,24 @@ def test_exported_onnx_gives_translate_eval_output(model, tmp_path):
         assert np.abs(got.astype(int) - pngs[d][:len(batch)].astype(int)).max() <= 1, (d, batch.shape)
 
 
+def test_onnx_one_direction_to_a_file_at_a_fixed_size(model, tmp_path, capsys):
+  import onnxruntime as ort
+  config, wd, results = model
+  directions = objectives.for_config(config).DIRECTIONS
+  target = tmp_path / "g.onnx"
+  if len(directions) > 1:   # one file cannot hold two generators
+    assert run_cli("export", "--workdir", wd, "--format", "onnx", "--output", target) == 1
+    assert "give --direction" in capsys.readouterr().err and not target.exists()
+  d = directions[-1]
+  (h, w), (images, pngs) = sorted(results.items())[-1]   # the non-square size
+  assert run_cli("export", "--workdir", wd, "--format", "onnx", "--output", target, "--direction", d,
+                 "--size", f"{h}x{w}") == 0
+  session = ort.InferenceSession(str(target))
+  assert session.get_inputs()[0].shape[1:] == [h, w, 3]
+  got = session.run(None, {"images": images})[0]
+  assert np.abs(got.astype(int) - pngs[d].astype(int)).max() <= 1
+
+
 def test_export_uses_the_ema_weights(model, tmp_path):
   """The EMA differs from the weights here, so a graph of the raw weights would not match translate."""
   from jaxgan.interop import export
@@ -205,7 +233,9 @@ def test_export_uses_the_ema_weights(model, tmp_path):
 # ----------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.torch
 def test_bad_requests_are_refused_and_nothing_is_written(tmp_path, capsys):
+  torch, R = torch_and_reference()
   empty = tmp_path / "empty"
   empty.mkdir()
   out = tmp_path / "out"
@@ -239,7 +269,9 @@ def test_bad_requests_are_refused_and_nothing_is_written(tmp_path, capsys):
   assert files_under(out) == ["latest_net_G.pth"]   # no temporary file left
 
 
+@pytest.mark.torch
 def test_pth_without_torch_says_so(tmp_path, capsys, monkeypatch):
+  torch, R = torch_and_reference()
   g = R.randomize_(R.define_G(3, 3, 4, "resnet_1blocks", "instance"), 8, G_SCALE)
   wd = tmp_path / "wd"
   assert run_cli("import-torch", save(g, tmp_path / "latest_net_G.pth"), "--workdir", wd) == 0
