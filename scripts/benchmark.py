@@ -4,7 +4,7 @@
     python scripts/benchmark.py --model pix2pix --dtype bfloat16 --devices 2 [--profile 20]
     python scripts/benchmark.py --ops [--op-filter resblock] [--compare torch]
     python scripts/benchmark.py --data [benchmark_data options ...]
-    python scripts/benchmark.py --sharded-flops [bench/sharded.py options ...]
+    python scripts/benchmark.py --sharded-flops [bench/sharded.py options ...]   # + all-reduce bytes / params
     python scripts/benchmark.py --fid [bench_fid.py options ...]   # FID features/s against pytorch-fid
 
 One module per mode, the shared timing helpers in ``scripts/bench/common.py``:
@@ -40,8 +40,9 @@ if SCRIPTS not in sys.path:
 # Modes with options of their own: flag -> (module under scripts/ with main(argv), help).
 MODES: dict[str, tuple[str, str]] = {
     "--data": ("benchmark_data", "input-pipeline throughput: the other arguments go to scripts/benchmark_data.py"),
-    "--sharded-flops": ("bench.sharded", "FLOPs of the sharded step on N devices against one: the other arguments "
-                                         "go to scripts/bench/sharded.py"),
+    "--sharded-flops": ("bench.sharded", "FLOPs of the sharded step on N devices against one, its collectives and "
+                                         "all-reduce bytes against the parameters' bytes: the other arguments go "
+                                         "to scripts/bench/sharded.py"),
     "--translate": ("bench.translate", "images/s of jaxgan translate's code path on a folder of photos against "
                                        "the PyTorch generator: the other arguments go to scripts/bench/translate.py"),
     "--fid": ("bench_fid", "FID Inception features/s against pytorch-fid: the other arguments go to "
