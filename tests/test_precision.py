@@ -14,6 +14,11 @@ from jaxgan.models import discriminators, generators, layers
 from tests.helpers import smooth_images, tiny_cyclegan_config, tiny_pix2pix_config
 
 
+# Traced under this mesh, a program is compiled for GPU devices: the layers take the plain forms.
+GPU_MESH = jax.sharding.AbstractMesh((1,), ("data",), abstract_device=jax.sharding.AbstractDevice(
+    device_kind="NVIDIA H100", num_cores=None, platform="gpu"))
+
+
 def _eqns(jaxpr):
   """Every equation of a (closed) jaxpr, sub-jaxprs (custom_vjp, pjit, remat) included."""
   jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
@@ -44,7 +49,7 @@ def test_bf16_heads_and_kernel_gradients_are_float32(net):
     head = "['head_conv']" if "resnet" in net else "['level_0']['up']['conv']"
   x = jnp.asarray(smooth_images(np.random.default_rng(0), 2, 32))
   v = jax.eval_shape(lambda x: module.init(jax.random.key(0), x, train=False), x)   # shapes: all is traced
-  with layers.fast_ops(False):
+  with jax.sharding.use_abstract_mesh(GPU_MESH):     # the plain forms, as on GPU/TPU
     _, inter = jax.eval_shape(lambda v, x: module.apply(
         v, x, train=True, mutable=["batch_stats", "intermediates"],
         capture_intermediates=lambda m, _: isinstance(m, (layers.Conv2d, layers.ConvTranspose2d))), v, x)
@@ -109,10 +114,8 @@ def test_step_traced_for_a_gpu_from_a_cpu_host_has_the_plain_forms():
   batch = {"A": jnp.asarray(smooth_images(rng, 1)), "B": jnp.asarray(smooth_images(rng, 1))}
   state = jax.eval_shape(lambda: cyclegan.init(jax.random.PRNGKey(0), cfg, batch))
   step = jax.jit(lambda s, b: cyclegan.train_step(s, b, config=cfg))
-  gpu = jax.sharding.AbstractMesh((1,), ("data",), abstract_device=jax.sharding.AbstractDevice(
-      device_kind="NVIDIA H100", num_cores=None, platform="gpu"))
-  with jax.sharding.use_abstract_mesh(gpu):
-    assert layers.target_platform() == "gpu" and not layers.fast_ops_enabled("conv")
+  with jax.sharding.use_abstract_mesh(GPU_MESH):
+    assert layers.target_platform() == "gpu"
     text = step.trace(state, batch).lower(lowering_platforms=("cuda",)).as_text()
   # Markers: the plain transposed convs (and strided convs' input gradients) dilate their input by
   # 2; the CPU forms never do, and compute the few-tap kernel gradients as matmuls (dot_general).
