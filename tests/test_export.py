@@ -218,6 +218,17 @@ def test_onnx_one_direction_to_a_file_at_a_fixed_size(model, tmp_path, capsys):
   assert np.abs(got.astype(int) - pngs[d].astype(int)).max() <= 1
 
 
+def test_onnx_traces_the_plain_layer_forms(model):
+  """The exported program has none of the XLA:CPU forms' custom VJPs, which the tests' CPU would trace."""
+  from jaxgan.interop import export, onnx_export
+  config, wd, _ = model
+  fn = onnx_export.image_fn(export.load_workdir(wd), "AtoB")
+  x = np.zeros((1, 32, 32, 3), np.uint8)
+  assert "custom_vjp" in str(jax.make_jaxpr(fn)(x))   # this CPU's default forms
+  with onnx_export.plain_forms():
+    assert "custom_vjp" not in str(jax.make_jaxpr(fn)(x))
+
+
 def test_export_uses_the_ema_weights(model, tmp_path):
   """The EMA differs from the weights here, so a graph of the raw weights would not match translate."""
   from jaxgan.interop import export

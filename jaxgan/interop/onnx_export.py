@@ -2,7 +2,7 @@
 
 The graph is the objective's own ``translate`` in eval mode (what ``jaxgan translate --eval``
 computes: BatchNorm running statistics, no dropout, the EMA weights when the state keeps them),
-traced with the plain layer forms (no ``fast_ops`` custom VJPs) and wrapped so that it takes and
+traced with the plain layer forms (:func:`plain_forms`: no ``fast_ops`` custom VJPs) and wrapped so that it takes and
 returns the images as a user has them:
 
 * input ``images``: uint8 ``[N, H, W, C_in]`` (NHWC; RGB order as read by PIL); the batch ``N``
@@ -20,10 +20,11 @@ jax2onnx, onnx (and onnxruntime to run the result) are the ``onnx`` extra.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -74,6 +75,21 @@ def image_fn(loaded: Loaded, direction: str):
   return fn
 
 
+# Traced for these (abstract) devices, the layers take their plain forms (jaxgan.models.layers.target_platform):
+# the reference math, no XLA:CPU custom VJPs; what GPUs and TPUs run. Nothing is compiled for them.
+_PLAIN_MESH_DEVICE = dict(device_kind="onnx export", num_cores=None, platform="gpu")
+
+
+@contextlib.contextmanager
+def plain_forms() -> Iterator[None]:
+  """Trace networks with their plain layer forms (as for GPU/TPU devices) inside this block."""
+  import jax  # pylint: disable=import-outside-toplevel
+  mesh = jax.sharding.AbstractMesh((1,), ("data",),
+                                   abstract_device=jax.sharding.AbstractDevice(**_PLAIN_MESH_DEVICE))
+  with jax.sharding.use_abstract_mesh(mesh):
+    yield
+
+
 def channels(config, direction: str) -> tuple[int, int]:
   """(input, output) channels of the generator of ``direction``."""
   a, b = int(config.input_nc), int(config.output_nc)
@@ -85,7 +101,6 @@ def convert(loaded: Loaded, direction: str, size: tuple[int, int] | None = None)
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from jaxgan import config as config_lib  # pylint: disable=import-outside-toplevel
-  from jaxgan.models import layers  # pylint: disable=import-outside-toplevel
   jax2onnx, _ = _jax2onnx()
   config = loaded.config
   stride = config_lib.generator_stride(str(config.netG))
@@ -93,7 +108,7 @@ def convert(loaded: Loaded, direction: str, size: tuple[int, int] | None = None)
   fn = image_fn(loaded, direction)
 
   def run(spec):
-    with layers.fast_ops(False):   # plain forms: the exporter knows them; the math is the same
+    with plain_forms():
       return jax2onnx.to_onnx(fn, inputs=[spec], model_name=f"jaxgan_{config.model}_{direction}",
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
 
