@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from jaxgan import checkpoint, objectives
+from jaxgan import objectives   # jaxgan.checkpoint (orbax) is imported where used: the CLI parser imports this
 
 FORMATS = ("pth", "onnx")
 DISCRIMINATOR_CHOICES = ("auto", "yes", "no")
@@ -54,6 +54,7 @@ class Loaded:
   @property
   def translate_only(self) -> str | None:
     """Why the workdir has no trained discriminators (an import of generators only), else None."""
+    from jaxgan import checkpoint  # pylint: disable=import-outside-toplevel
     return self.meta.get(checkpoint.TRANSLATE_ONLY_KEY) or None
 
 
@@ -72,7 +73,7 @@ class Network:
 
 def load_workdir(workdir: str | os.PathLike) -> Loaded:
   """The newest readable checkpoint of ``workdir`` with its meta; ExportError when there is none."""
-  from jaxgan import parallel  # pylint: disable=import-outside-toplevel
+  from jaxgan import checkpoint, parallel  # pylint: disable=import-outside-toplevel
   path = Path(workdir)
   if not path.is_dir():
     raise ExportError(f"--workdir {path} " + ("is a file, not a training run's folder" if path.exists()

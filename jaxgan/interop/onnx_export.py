@@ -31,6 +31,9 @@ import numpy as np
 from jaxgan.interop.export import ExportError, Loaded, check_targets, config_metadata, write_atomic
 
 INPUT_NAME, OUTPUT_NAME = "images", "translated"
+# ONNX opset of the graph: 18 (onnxruntime >= 1.14, TensorRT 8.6+) rather than jax2onnx's default 23; with
+# jax2onnx 0.17 opset 17 gives an invalid ResNet graph (ReduceMean's axes as an input need 18).
+OPSET = 18
 
 
 def _jax2onnx():
@@ -109,7 +112,7 @@ def convert(loaded: Loaded, direction: str, size: tuple[int, int] | None = None)
 
   def run(spec):
     with plain_forms():
-      return jax2onnx.to_onnx(fn, inputs=[spec], model_name=f"jaxgan_{config.model}_{direction}",
+      return jax2onnx.to_onnx(fn, inputs=[spec], model_name=f"jaxgan_{config.model}_{direction}", opset=OPSET,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
 
   if size is None:
