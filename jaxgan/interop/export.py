@@ -233,7 +233,8 @@ def describe_pth(loaded: Loaded, paths: Sequence[Path]) -> list[str]:
   for p in paths:
     role = p.stem[len("latest_net_"):]
     lines.append(f"  {p}  ({'generator' if role.startswith('G') else 'discriminator'} {role})")
-  lines.append(f"  authors' options: {g_opts} {d_opts}")
+  with_d = any(p.stem[len("latest_net_"):].startswith("D") for p in paths)
+  lines.append(f"  authors' options: {g_opts}{' ' + d_opts if with_d else ''}")
   return lines
 
 
