@@ -43,7 +43,7 @@ def _jax2onnx():
     import onnx  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise ImportError("--format onnx needs jax2onnx and onnx: pip install 'jaxgan[onnx]' "
-                      "(or pip install jax2onnx onnx onnxruntime); nothing was written") from e
+                      "and pip install --no-deps jax2onnx==0.17.1; nothing was written") from e
   return jax2onnx, onnx
 
 
