@@ -146,6 +146,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   workdir = Path(workdir).absolute()
   if workdir.exists() and not workdir.is_dir():
     raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory: give a folder for the run")
+  if checkpoint.checkpoint_dir(workdir).is_dir():   # a workdir this config cannot train: refused, nothing written
+    reader = checkpoint.Checkpointer(workdir, read_only=True)
+    try:
+      reader.check_config(config.to_dict())
+    finally:
+      reader.close()
   workdir.mkdir(parents=True, exist_ok=True)
   # One writer per workdir (process 0 for a job): a second run is refused here, before anything is touched.
   lock = WorkdirLock(workdir) if parallel.is_main_process() else None
@@ -221,6 +227,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
     config.steps_per_epoch = int(pipeline.steps_per_epoch)
   iterator = pipeline.iterator()
   first = _ab(next(iterator))
+  decide_layer_forms(config, ckpt, model, first, mesh)   # once, before anything is traced
   state = init_state(model, config, first, int(config.seed))
   start, resumed = 0, bool(ckpt.steps())
   if resumed:
@@ -244,6 +251,48 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
   else:
     state = parallel.replicate(state, mesh)
   return _Run(model, pipeline, iterator, mesh, state, int(start), first, resumed, make_meta(config, first))
+
+
+def recorded_layer_forms(ckpt: checkpoint.Checkpointer) -> str | None:
+  """The ``layer_forms`` the newest readable checkpoint of ``ckpt`` was trained with (None: none recorded)."""
+  for step in reversed(ckpt.steps()):
+    try:
+      value = ckpt.read_meta(step)["config"].get("layer_forms")
+    except checkpoint.CheckpointError:
+      continue
+    return None if value in (None, "auto") else str(value)
+  return None
+
+
+def decide_layer_forms(config: ml_collections.ConfigDict, ckpt: checkpoint.Checkpointer, model,
+                       batch: Mapping[str, Any], mesh) -> "jaxgan.models.LayerForms":
+  """Set ``config.layer_forms`` to the explicit XLA:CPU layer forms of this run and log them (one line).
+
+  ``auto`` takes the forms recorded in the workdir's checkpoints when there are any (a resumed run
+  compiles the program it was trained with, whatever this machine's calibration says), else
+  :func:`jaxgan.calibration.resolve_forms` for the mesh's platform (measured per layer shape of this
+  step on a one-process CPU run). An explicit value is used as written. The value goes into every
+  checkpoint's metadata (:func:`make_meta`), which ``translate`` and ``evaluate`` read.
+  """
+  from jaxgan import calibration
+  from jaxgan.models.forms import LayerForms
+  spec = str(config.get("layer_forms", "auto")).strip()
+  recorded = recorded_layer_forms(ckpt) if spec == "auto" else None
+  if recorded is not None:
+    forms, source = LayerForms.parse(recorded), "recorded in the workdir's checkpoints"
+  elif spec == "auto":
+    platform = str(mesh.devices.flat[0].platform)
+    shapes = ()
+    if platform == "cpu" and calibration.calibrates() is None:
+      shapes = calibration.step_conv_shapes(lambda: model.init(nets.to_key(0), config, batch))
+    forms = calibration.resolve_forms("auto", platform=platform, shapes=shapes)
+    source = f"auto on {platform}" + ("" if platform != "cpu" else
+                                      f", {calibration.calibrates() or 'this processor calibrated'}")
+  else:
+    forms, source = LayerForms.parse(spec), "config"
+  config.layer_forms = forms.spec()
+  log.info("layer forms: %s (%s)", forms.summary(), source)
+  return forms
 
 
 def _loop(run: _Run, config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Checkpointer,
