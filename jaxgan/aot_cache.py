@@ -102,7 +102,6 @@ def cache_key(name: str, parts: Sequence[Any], args: Sequence[Any]) -> str:
   import jax
   import jaxlib
   import optax
-  from jaxgan.models import form_choices
   leaves, treedef = jax.tree_util.tree_flatten(list(args))
   ident = {
       "name": name, "parts": [str(p) for p in parts], "tree": str(treedef),
@@ -112,7 +111,6 @@ def cache_key(name: str, parts: Sequence[Any], args: Sequence[Any]) -> str:
       "jax_config": [str(getattr(jax.config, k)) for k in ("jax_enable_x64", "jax_default_matmul_precision",
                                                        "jax_default_prng_impl", "jax_threefry_partitionable")],
       "devices": [(d.platform, d.device_kind, d.id) for d in jax.devices()],
-      "calibration": sorted(form_choices.choices().items()),
   }
   return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 

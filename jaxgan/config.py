@@ -71,6 +71,9 @@ OPTIONAL_KEYS: dict[str, tuple[type, Any]] = {
     "matmul_precision": (str, "default"),   # float32 convs/dots inside the step and translate: default | high |
                                       # highest (TPU: bf16 | bf16_3x | float32 products; Ampere+ GPU: TF32 |
                                       # TF32 | float32; CPU: float32 always). docs/precision.md measures them
+    "layer_forms": (str, "auto"),     # XLA:CPU layer forms (jaxgan.models.forms): auto (this CPU's measured
+                                      # choice, plain on GPU/TPU; decided when training starts and recorded
+                                      # in the checkpoints), plain, fast, default or "conv=fast,pad=plain,..."
     "fid_every_steps": (int, 0),      # FID/KID of the test split every N steps and at the end (0: off); needs
                                       # the FID weights in $JAXGAN_FID_WEIGHTS or the cache (jaxgan.fid_io)
 }
@@ -128,6 +131,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if group > 0 and int(config.batch_size) % min(group, int(config.batch_size)):
     raise ValueError(f"config.bn_group_size={group} must divide config.batch_size={config.batch_size} "
                      "(BatchNorm statistics over groups of that many images)")
+  if "layer_forms" in config:
+    from jaxgan.models.forms import LayerForms   # pylint: disable=import-outside-toplevel  (no JAX in it)
+    LayerForms.parse(str(config.layer_forms))    # ValueError naming the value and the families
   if int(config.crop_size) > int(config.load_size) and "crop" in str(config.preprocess):
     raise ValueError(f"config.crop_size={config.crop_size} is larger than config.load_size={config.load_size}")
   dataset = str(config.dataset)

@@ -73,9 +73,9 @@ def parse_args(argv: Sequence[str] | None):
                  help="give the PyTorch process jaxgan's malloc setting too (jaxgan.host.keep_freed_memory)")
   p.add_argument("--peak", action="store_true", help="also measure the matmul peak")
   p.add_argument("--plain", action="store_true",
-                 help="disable the fast_ops formulations (default: on for the CPU backend only)")
+                 help="build the step with the plain layer forms (default: as jaxgan train decides them)")
   p.add_argument("--form", action="append", default=[], metavar="FAMILY=0|1",
-                 help="override the calibrated choice of one layer-form family (jaxgan.models.form_choices), "
+                 help="override the calibrated choice of one layer-form family (jaxgan.models.forms), at every shape, "
                       "e.g. --form conv_wgrad=0; repeatable")
   p.add_argument("--remat", action="store_true", help="rematerialise generator blocks (config.remat)")
   p.add_argument("--cache-dir", default=None, help="persistent compilation cache; also time a cached compile")

@@ -15,7 +15,6 @@ import pytest
 
 from conftest import require_torch
 from jaxgan.models import fast_ops as F
-from jaxgan.models import form_choices
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 RTOL = 1e-4  # max |fast - ref| <= RTOL * max |ref| (float32; measured errors are ~1e-7 relative)
@@ -138,23 +137,19 @@ def test_conv_s1(padding, cin, cout):
 
 
 # Kernel gradients of stride-1 convs with more than 4 taps: one matmul per tap or XLA's convolution
-# (the calibrated family conv_wgrad). Both forms against the reference: the ResNet block's 3x3, the
+# (the family conv_wgrad, passed as wgrad_taps). Both forms against the reference: the ResNet block's 3x3, the
 # 7x7 stem on 3 channels, and the PatchGAN's padded 4x4 stride-1 conv.
 @pytest.mark.parametrize("taps", [True, False])
 @pytest.mark.parametrize("shape,k,cout,s,p", [((2, 10, 9, 20), 3, 24, 1, 0), ((1, 14, 13, 3), 7, 20, 1, 0),
                                               ((1, 12, 11, 20), 4, 24, 1, 1)])
 def test_both_kernel_gradient_forms(taps, shape, k, cout, s, p):
   x, w = _rand(15, *shape), _rand(16, k, k, shape[3], cout) / k
-  fast = (lambda x, w: F.conv2d_valid(x, w)) if p == 0 else (lambda x, w: F.conv2d_strided(x, w, s, p))
-  saved = form_choices.choices()
-  form_choices.set_choices({**saved, "conv_wgrad": taps})
-  try:
-    # the kernel gradient is traced with the choice set: as many matmuls as taps, or none
-    text = str(jax.make_jaxpr(jax.grad(lambda w: fast(x, w).sum()))(w))
-    assert (text.count("dot_general") >= k * k) if taps else ("dot_general" not in text), text.count("dot_general")
-    check_same_map(fast, lambda x, w: ref_conv(x, w, s, p), (x, w), f"wgrad taps={taps} {shape} k{k}->{cout} p{p}")
-  finally:
-    form_choices.set_choices(saved)
+  fast = ((lambda x, w: F.conv2d_valid(x, w, taps)) if p == 0 else
+          (lambda x, w: F.conv2d_strided(x, w, s, p, taps)))
+  # the kernel gradient is traced with the form passed: as many matmuls as taps, or none
+  text = str(jax.make_jaxpr(jax.grad(lambda w: fast(x, w).sum()))(w))
+  assert (text.count("dot_general") >= k * k) if taps else ("dot_general" not in text), text.count("dot_general")
+  check_same_map(fast, lambda x, w: ref_conv(x, w, s, p), (x, w), f"wgrad taps={taps} {shape} k{k}->{cout} p{p}")
 
 
 # (input shape, kernel size, out channels, stride, padding)

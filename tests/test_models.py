@@ -446,17 +446,19 @@ def test_bfloat16_close_to_float32_params_float32(kind):
 
 # ----------------------------------------------------------------------------- fast_ops switch
 
-def test_fast_ops_switch_default_and_context():
-  # Automatic by backend (on for CPU), explicit settings win, the context restores.
-  assert layers.fast_ops_enabled() == (jax.default_backend() == "cpu")
-  with layers.fast_ops(False):
-    assert not layers.fast_ops_enabled()
-    with layers.fast_ops(True):
-      assert layers.fast_ops_enabled()
-    assert not layers.fast_ops_enabled()
-  assert layers.fast_ops_enabled() == (jax.default_backend() == "cpu")
-  with pytest.raises(TypeError, match="enabled"):
-    layers.set_fast_ops("yes")
+def test_layer_forms_are_an_explicit_field_of_the_networks():
+  # The forms are a value of the network (default: the CPU forms that won everywhere), read back from
+  # its string; on a CPU target the hook follows it, other platforms always get the plain math.
+  default = models.define_G(3, 3, 8, "resnet_1blocks", norm="instance")
+  assert default.forms == models.forms.DEFAULT and layers.cpu_form(default.forms, "conv")
+  plain = models.define_G(3, 3, 8, "resnet_1blocks", forms="plain")
+  assert plain.forms == models.forms.PLAIN and not layers.cpu_form(plain.forms, "pad")
+  forms = models.LayerForms.parse("pad=plain;conv_wgrad@66x66x256:3x3>256:s1p0=fast")
+  assert not forms.use_fast("pad") and forms.use_fast("conv") and not forms.use_fast("conv_wgrad")
+  assert forms.use_fast("conv_wgrad", "66x66x256:3x3>256:s1p0")
+  assert models.LayerForms.parse(forms.spec()) == forms and hash(forms) == hash(models.LayerForms.parse(forms.spec()))
+  with pytest.raises(ValueError, match="layer_forms"):
+    models.LayerForms.parse("conv=quick")
 
 
 @pytest.mark.parametrize("kind,norm,size", [
@@ -480,10 +482,11 @@ def test_fast_and_plain_layers_give_the_same_network(kind, norm, size):
     return jnp.sum(jnp.sin(3.0 * y)), (y, stats)
 
   results = {}
+  base = module
   for fast in (True, False):
-    with layers.fast_ops(fast):
-      grad = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
-      results[fast] = grad(v["params"], x)
+    module = base.clone(forms=models.LayerForms.parse("fast" if fast else "plain"))   # fast: taps too
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
+    results[fast] = grad(v["params"], x)
   (gp_f, gx_f), (y_f, s_f) = results[True]
   (gp_p, gx_p), (y_p, s_p) = results[False]
   np.testing.assert_allclose(y_f, y_p, rtol=1e-5, atol=1e-5)

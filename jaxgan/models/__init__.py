@@ -2,7 +2,9 @@
 
 Pure modules, no I/O. See ``generators.py`` / ``discriminators.py`` for the
 parameter-tree naming and ``layers.py`` for the layer kinds (convs, transposed
-conv kernel layout, norms, initialisation).
+conv kernel layout, norms, initialisation). ``forms.py`` is the one seam for
+XLA:CPU: the networks' ``forms`` field picks the equal-math CPU forms of
+``fast_ops`` per layer family (plain math on every other platform).
 """
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxgan.models import forms
 from jaxgan.models.discriminators import (DISCRIMINATORS, NLayerDiscriminator, PixelDiscriminator,
                                           define_D)
 from jaxgan.models.generators import (ResnetBlock, ResnetGenerator, UnetDown, UnetGenerator,
                                       UnetSkipConnectionBlock, UnetUp, define_G, generator_stride,
                                       parse_netG)
+from jaxgan.models.forms import LayerForms
 from jaxgan.models.layers import (INIT_TYPES, NORMS, BatchNorm, Conv2d, ConvTranspose2d, Identity,
                                   InstanceNorm, reflection_pad)
 
@@ -30,5 +34,5 @@ __all__ = [
     "ResnetGenerator", "ResnetBlock", "UnetGenerator", "UnetSkipConnectionBlock", "UnetDown", "UnetUp",
     "NLayerDiscriminator", "PixelDiscriminator",
     "Conv2d", "ConvTranspose2d", "BatchNorm", "InstanceNorm", "Identity", "reflection_pad",
-    "INIT_TYPES", "NORMS", "DISCRIMINATORS",
+    "INIT_TYPES", "NORMS", "DISCRIMINATORS", "forms", "LayerForms",
 ]

@@ -27,6 +27,7 @@ from flax import linen as nn
 
 from jaxgan.config import DISCRIMINATORS  # the one table of choices
 from jaxgan.models import layers
+from jaxgan.models.forms import DEFAULT, LayerForms
 
 Dtype = Any
 
@@ -56,6 +57,7 @@ class NLayerDiscriminator(nn.Module):
   init_gain: float = 0.02
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
+  forms: LayerForms = DEFAULT   # the XLA:CPU hook (layers.cpu_form)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -66,11 +68,11 @@ class NLayerDiscriminator(nn.Module):
 
     def conv(y, features, stride, use_bias, i, dtype=self.dtype):
       return layers.Conv2d(features, 4, stride=stride, padding=1, use_bias=use_bias, kernel_init=init,
-                           dtype=dtype, name=f"conv_{i}")(y)
+                           dtype=dtype, forms=self.forms, name=f"conv_{i}")(y)
 
     def norm_lrelu(y, i):
       y = layers.make_norm(self.norm, name=f"norm_{i}", gain=self.init_gain, dtype=self.dtype,
-                           axis_name=self.axis_name)(y, train)
+                           axis_name=self.axis_name, forms=self.forms)(y, train)
       return nn.leaky_relu(y, 0.2)
 
     y = nn.leaky_relu(conv(x, self.ndf, 2, True, 0), 0.2)
@@ -90,31 +92,35 @@ class PixelDiscriminator(nn.Module):
   init_gain: float = 0.02
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
+  forms: LayerForms = DEFAULT   # the XLA:CPU hook (layers.cpu_form)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     _check_input(x, self.input_nc, "PixelDiscriminator")
     init = layers.kernel_init(self.init_type, self.init_gain)
     bias = layers.conv_bias(self.norm)
-    y = layers.Conv2d(self.ndf, 1, kernel_init=init, dtype=self.dtype, name="conv_0")(x)
+    y = layers.Conv2d(self.ndf, 1, kernel_init=init, dtype=self.dtype, forms=self.forms, name="conv_0")(x)
     y = nn.leaky_relu(y, 0.2)
-    y = layers.Conv2d(self.ndf * 2, 1, use_bias=bias, kernel_init=init, dtype=self.dtype, name="conv_1")(y)
+    y = layers.Conv2d(self.ndf * 2, 1, use_bias=bias, kernel_init=init, dtype=self.dtype, forms=self.forms,
+                      name="conv_1")(y)
     y = layers.make_norm(self.norm, name="norm_1", gain=self.init_gain, dtype=self.dtype,
-                         axis_name=self.axis_name)(y, train)
+                         axis_name=self.axis_name, forms=self.forms)(y, train)
     y = nn.leaky_relu(y, 0.2)
     # The reference gives this last conv ``bias=use_bias`` too (none under batch norm).
-    y = layers.Conv2d(1, 1, use_bias=bias, kernel_init=init, dtype=jnp.float32, name="conv_2")(y)   # logits: f32
+    y = layers.Conv2d(1, 1, use_bias=bias, kernel_init=init, dtype=jnp.float32, forms=self.forms,
+                      name="conv_2")(y)   # logits: f32
     return y
 
 
 def define_D(input_nc: int, ndf: int, netD: str, n_layers_D: int = 3, norm: str = "batch",
              init_type: str = "normal", init_gain: float = 0.02, dtype: Dtype = jnp.float32,
-             axis_name: str | None = None) -> nn.Module:
+             axis_name: str | None = None, forms: "LayerForms | str" = DEFAULT) -> nn.Module:
   """Build the reference discriminator ``netD`` ("basic" = 3-layer PatchGAN, "n_layers", "pixel").
 
   ``dtype`` is the computation dtype (params, the last conv, the logits and the kernel gradients
   stay float32);
-  ``axis_name`` makes BatchNorm use global-batch moments under ``pmap``.
+  ``axis_name`` makes BatchNorm use global-batch moments under ``pmap``;
+  ``forms``: the XLA:CPU layer forms, as :func:`jaxgan.models.generators.define_G`.
   """
   layers.check_choice("netD", netD, DISCRIMINATORS)
   layers.check_choice("norm", norm, layers.NORMS)
@@ -122,7 +128,7 @@ def define_D(input_nc: int, ndf: int, netD: str, n_layers_D: int = 3, norm: str 
   if int(input_nc) < 1 or int(ndf) < 1:
     raise ValueError(f"define_D: input_nc and ndf must be >= 1, got input_nc={input_nc}, ndf={ndf}")
   common = dict(input_nc=int(input_nc), ndf=int(ndf), norm=norm, init_type=init_type,
-                init_gain=float(init_gain), dtype=dtype, axis_name=axis_name)
+                init_gain=float(init_gain), dtype=dtype, axis_name=axis_name, forms=LayerForms.parse(forms))
   if netD == "pixel":
     return PixelDiscriminator(**common)
   n_layers = 3 if netD == "basic" else int(n_layers_D)

@@ -48,6 +48,7 @@ from flax import linen as nn
 
 from jaxgan.config import generator_stride, parse_netG  # noqa: F401  (the one netG grammar)
 from jaxgan.models import layers
+from jaxgan.models.forms import DEFAULT, LayerForms
 
 Dtype = Any
 
@@ -73,17 +74,18 @@ class ResnetBlock(nn.Module):
   init_gain: float = 0.02
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
+  forms: LayerForms = DEFAULT   # the XLA:CPU hook (layers.cpu_form)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     conv = dict(features=self.dim, kernel_size=3, use_bias=layers.conv_bias(self.norm),
-                kernel_init=layers.kernel_init(self.init_type, self.init_gain), dtype=self.dtype)
-    nrm = dict(gain=self.init_gain, dtype=self.dtype, axis_name=self.axis_name)
-    y = layers.Conv2d(**conv, name="conv_0")(layers.reflection_pad(x, 1))
+                kernel_init=layers.kernel_init(self.init_type, self.init_gain), dtype=self.dtype, forms=self.forms)
+    nrm = dict(gain=self.init_gain, dtype=self.dtype, axis_name=self.axis_name, forms=self.forms)
+    y = layers.Conv2d(**conv, name="conv_0")(layers.reflection_pad(x, 1, self.forms))
     y = nn.relu(layers.make_norm(self.norm, name="norm_0", **nrm)(y, train))
     if self.use_dropout:
       y = nn.Dropout(0.5, deterministic=not train)(y)
-    y = layers.Conv2d(**conv, name="conv_1")(layers.reflection_pad(y, 1))
+    y = layers.Conv2d(**conv, name="conv_1")(layers.reflection_pad(y, 1, self.forms))
     y = layers.make_norm(self.norm, name="norm_1", **nrm)(y, train)
     return x + y
 
@@ -101,6 +103,7 @@ class ResnetGenerator(nn.Module):
   dtype: Dtype = jnp.float32
   remat: bool = False
   axis_name: str | None = None
+  forms: LayerForms = DEFAULT   # the XLA:CPU hook (layers.cpu_form)
 
   @property
   def netG(self) -> str:
@@ -113,32 +116,32 @@ class ResnetGenerator(nn.Module):
     bias = layers.conv_bias(self.norm)
     init = layers.kernel_init(self.init_type, self.init_gain)
     init_t = layers.kernel_init(self.init_type, self.init_gain, transposed=True)
-    nrm = dict(gain=self.init_gain, dtype=self.dtype, axis_name=self.axis_name)
-    ngf = self.ngf
+    nrm = dict(gain=self.init_gain, dtype=self.dtype, axis_name=self.axis_name, forms=self.forms)
+    ngf, forms = self.ngf, self.forms
 
     def norm_relu(y, name):
       return nn.relu(layers.make_norm(self.norm, name=name, **nrm)(y, train))
 
-    y = layers.Conv2d(ngf, 7, use_bias=bias, kernel_init=init, dtype=self.dtype,
-                      name="stem_conv")(layers.reflection_pad(x, 3))
+    y = layers.Conv2d(ngf, 7, use_bias=bias, kernel_init=init, dtype=self.dtype, forms=forms,
+                      name="stem_conv")(layers.reflection_pad(x, 3, forms))
     y = norm_relu(y, "stem_norm")
     for i in range(2):
       y = layers.Conv2d(ngf * 2 ** (i + 1), 3, stride=2, padding=1, use_bias=bias, kernel_init=init,
-                        dtype=self.dtype, name=f"down_{i}_conv")(y)
+                        dtype=self.dtype, forms=forms, name=f"down_{i}_conv")(y)
       y = norm_relu(y, f"down_{i}_norm")
     block_cls = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat else ResnetBlock
     for i in range(self.n_blocks):
       y = block_cls(ngf * 4, norm=self.norm, use_dropout=self.use_dropout, init_type=self.init_type,
-                    init_gain=self.init_gain, dtype=self.dtype, axis_name=self.axis_name,
+                    init_gain=self.init_gain, dtype=self.dtype, axis_name=self.axis_name, forms=forms,
                     name=f"block_{i}")(y, train)
     for i in range(2):
       y = layers.ConvTranspose2d(ngf * 4 // 2 ** (i + 1), 3, stride=2, padding=1, output_padding=1,
-                                 use_bias=bias, kernel_init=init_t, dtype=self.dtype,
+                                 use_bias=bias, kernel_init=init_t, dtype=self.dtype, forms=forms,
                                  name=f"up_{i}_conv")(y)
       y = norm_relu(y, f"up_{i}_norm")
     # The head (conv + tanh) runs in float32 whatever ``dtype``: the images and the losses on them.
-    y = layers.Conv2d(self.output_nc, 7, use_bias=True, kernel_init=init, dtype=jnp.float32,
-                      name="head_conv")(layers.reflection_pad(y, 3))
+    y = layers.Conv2d(self.output_nc, 7, use_bias=True, kernel_init=init, dtype=jnp.float32, forms=forms,
+                      name="head_conv")(layers.reflection_pad(y, 3, forms))
     return jnp.tanh(y)
 
 
@@ -153,15 +156,17 @@ class UnetDown(nn.Module):
   init_gain: float = 0.02
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
+  forms: LayerForms = DEFAULT   # the XLA:CPU hook (layers.cpu_form)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     y = nn.leaky_relu(x, 0.2) if self.activation else x
     y = layers.Conv2d(self.features, 4, stride=2, padding=1, use_bias=self.use_bias, dtype=self.dtype,
-                      kernel_init=layers.kernel_init(self.init_type, self.init_gain), name="conv")(y)
+                      kernel_init=layers.kernel_init(self.init_type, self.init_gain), forms=self.forms,
+                      name="conv")(y)
     if self.use_norm:
       y = layers.make_norm(self.norm, name="norm", gain=self.init_gain, dtype=self.dtype,
-                           axis_name=self.axis_name)(y, train)
+                           axis_name=self.axis_name, forms=self.forms)(y, train)
     return y
 
 
@@ -176,6 +181,7 @@ class UnetUp(nn.Module):
   init_gain: float = 0.02
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
+  forms: LayerForms = DEFAULT   # the XLA:CPU hook (layers.cpu_form)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -183,11 +189,11 @@ class UnetUp(nn.Module):
     y = layers.ConvTranspose2d(self.features, 4, stride=2, padding=1, use_bias=self.use_bias,
                                dtype=jnp.float32 if self.outermost else self.dtype,
                                kernel_init=layers.kernel_init(self.init_type, self.init_gain, transposed=True),
-                               name="conv")(nn.relu(x))
+                               forms=self.forms, name="conv")(nn.relu(x))
     if self.outermost:
       return jnp.tanh(y)
     y = layers.make_norm(self.norm, name="norm", gain=self.init_gain, dtype=self.dtype,
-                         axis_name=self.axis_name)(y, train)
+                         axis_name=self.axis_name, forms=self.forms)(y, train)
     if self.use_dropout:
       y = nn.Dropout(0.5, deterministic=not train)(y)
     return y
@@ -213,6 +219,7 @@ class UnetSkipConnectionBlock(nn.Module):
   dtype: Dtype = jnp.float32
   remat: bool = False
   axis_name: str | None = None
+  forms: LayerForms = DEFAULT   # the XLA:CPU hook (layers.cpu_form)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -221,7 +228,7 @@ class UnetSkipConnectionBlock(nn.Module):
     outer = self.output_nc if outermost else self.channels[self.level - 1]
     bias = layers.conv_bias(self.norm)
     opts = dict(norm=self.norm, init_type=self.init_type, init_gain=self.init_gain, dtype=self.dtype,
-                axis_name=self.axis_name)
+                axis_name=self.axis_name, forms=self.forms)
     down_cls = nn.remat(UnetDown, static_argnums=(2,)) if self.remat else UnetDown
     up_cls = nn.remat(UnetUp, static_argnums=(2,)) if self.remat else UnetUp
 
@@ -258,6 +265,7 @@ class UnetGenerator(nn.Module):
   dtype: Dtype = jnp.float32
   remat: bool = False
   axis_name: str | None = None
+  forms: LayerForms = DEFAULT   # the XLA:CPU hook (layers.cpu_form)
 
   @property
   def netG(self) -> str:
@@ -269,19 +277,23 @@ class UnetGenerator(nn.Module):
     _check_input(x, self.input_nc, stride, stride, self.netG)
     y = UnetSkipConnectionBlock(0, unet_channels(self.ngf, self.num_downs), self.output_nc, norm=self.norm,
                   use_dropout=self.use_dropout, init_type=self.init_type, init_gain=self.init_gain,
-                  dtype=self.dtype, remat=self.remat, axis_name=self.axis_name, name="level_0")(x, train)
+                  dtype=self.dtype, remat=self.remat, axis_name=self.axis_name, forms=self.forms,
+                  name="level_0")(x, train)
     return y.astype(jnp.float32)
 
 
 def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = "batch",
              use_dropout: bool = False, init_type: str = "normal", init_gain: float = 0.02,
-             dtype: Dtype = jnp.float32, remat: bool = False, axis_name: str | None = None) -> nn.Module:
+             dtype: Dtype = jnp.float32, remat: bool = False, axis_name: str | None = None,
+             forms: "LayerForms | str" = DEFAULT) -> nn.Module:
   """Build the reference generator ``netG`` as a Linen module (params created by ``module.init``).
 
   ``dtype`` is the computation dtype (params, the head conv + tanh, the output and the kernel
   gradients stay float32);
   ``remat`` recomputes each residual block / U-Net level in the backward pass;
-  ``axis_name`` makes BatchNorm use global-batch moments under ``pmap``.
+  ``axis_name`` makes BatchNorm use global-batch moments under ``pmap``;
+  ``forms``: the XLA:CPU layer forms (a :class:`~jaxgan.models.forms.LayerForms` or its string;
+  default :data:`~jaxgan.models.forms.DEFAULT`; programs for other platforms are always plain).
   """
   kind, n = parse_netG(netG)
   layers.check_choice("norm", norm, layers.NORMS)
@@ -291,7 +303,7 @@ def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = "ba
       raise ValueError(f"define_G: {key} must be >= 1, got {val}")
   common = dict(input_nc=int(input_nc), output_nc=int(output_nc), ngf=int(ngf), norm=norm,
                 use_dropout=bool(use_dropout), init_type=init_type, init_gain=float(init_gain),
-                dtype=dtype, remat=bool(remat), axis_name=axis_name)
+                dtype=dtype, remat=bool(remat), axis_name=axis_name, forms=LayerForms.parse(forms))
   if kind == "resnet":
     return ResnetGenerator(n_blocks=n, **common)
   return UnetGenerator(num_downs=n, **common)

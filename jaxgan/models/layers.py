@@ -18,22 +18,21 @@ and normalisation statistics are always computed in float32; below float32 the
 conv layers compute their kernel gradients and bias adds in float32
 (:func:`lowp_linear`, :func:`add_bias`).
 
-Fast formulations: the convolutions, reflection padding and instance norm use
-the equal-math forms of :mod:`jaxgan.models.fast_ops` (same parameters, same
-values and gradients up to float rounding) where they pay off -- by default in
-programs compiled for CPUs (:func:`target_platform`: the devices the step is
-compiled for, not the host), where XLA's plain forms hit slow paths, for each
-layer family whose fast form this processor's calibration (:mod:`jaxgan.calibration`, run
-once by the ``jaxgan`` program) did not find slower. ``set_fast_ops`` /
-``fast_ops`` override that; the choice is read when a step is traced, so set it
-before ``jax.jit`` compiles the step.
+The one hook for XLA:CPU: ``Conv2d``, ``ConvTranspose2d``, ``reflection_pad`` and
+``InstanceNorm`` compute the plain math below, except where :func:`cpu_form` says
+to use the equal-math XLA:CPU form of :mod:`jaxgan.models.fast_ops` (same
+parameters, same values and gradients up to float rounding). That happens only in
+programs compiled for CPU devices (:func:`target_platform`: the devices the step is
+compiled for, not the host) and as the module's ``forms`` field
+(:class:`jaxgan.models.forms.LayerForms`, default :data:`jaxgan.models.forms.DEFAULT`)
+says -- an explicit value of the network, not process state. Everything that steers
+XLA (barriers, scheduling dependencies, tap matmuls) lives in ``fast_ops``.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import dataclasses
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,41 +40,19 @@ from flax import linen as nn
 
 from jaxgan.config import INIT_TYPES, NORMS, check_choice  # noqa: F401  (the one table of choices)
 from jaxgan.models import fast_ops as F
-from jaxgan.models import form_choices
+from jaxgan.models.forms import DEFAULT, LayerForms, conv_key
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 
 
-# ----------------------------------------------------------------------------- fast-ops switch
+# ----------------------------------------------------------------------------- the layer-forms hook
 
-_FAST_OPS: bool | None = None     # None: automatic (on for programs compiled for CPUs)
-
-
-def set_fast_ops(enabled: bool | None) -> None:
-  """Use the ``fast_ops`` formulations (True), the plain XLA forms (False) or pick by the target platform (None)."""
-  global _FAST_OPS
-  if enabled is not None and not isinstance(enabled, bool):
-    raise TypeError(f"set_fast_ops: enabled must be True, False or None, got {enabled!r}")
-  _FAST_OPS = enabled
-
-
-def fast_ops_enabled(family: str | None = None) -> bool:
-  """Whether layers traced now use ``fast_ops``: the explicit setting, else on when the program is
-  compiled for CPU devices (:func:`target_platform`, not the process's backend) where this
-  processor's calibration (``jaxgan.calibration``) has not found the plain form of
-  ``family`` (``conv``, ``conv_transpose``, ``pad``, ``instance_norm``) faster. (The fifth family,
-  ``conv_wgrad``, is read inside ``fast_ops`` itself, by the kernel gradients; its taps are off
-  unless the calibration found them clearly faster.)
-
-  The formulations target XLA:CPU's slow paths (see ``fast_ops``); on GPU/TPU
-  the plain forms map onto the vendor convolution libraries directly.
-  """
-  if _FAST_OPS is not None:
-    return _FAST_OPS
-  if target_platform() != "cpu":
-    return False
-  return True if family is None else form_choices.choice(family)
+def cpu_form(forms: LayerForms, family: str, shape: str | None = None) -> bool:
+  """THE HOOK: whether a layer of ``family`` (at layer shape ``shape``) runs its XLA:CPU form
+  (:mod:`jaxgan.models.fast_ops`) instead of the plain math: only in programs compiled for CPU
+  devices (:func:`target_platform`), and there as the module's ``forms`` field says."""
+  return target_platform() == "cpu" and forms.use_fast(family, shape)
 
 
 def target_platform() -> str:
@@ -90,17 +67,6 @@ def target_platform() -> str:
   device = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
   platform = getattr(device, "platform", None)
   return str(platform) if platform else jax.default_backend()
-
-
-@contextlib.contextmanager
-def fast_ops(enabled: bool | None) -> Iterator[None]:
-  """Context manager form of :func:`set_fast_ops` (restores the previous setting)."""
-  previous = _FAST_OPS
-  set_fast_ops(enabled)
-  try:
-    yield
-  finally:
-    set_fast_ops(previous)
 
 
 # ----------------------------------------------------------------------------- init
@@ -209,13 +175,17 @@ class Conv2d(nn.Module):
   kernel_init: Initializer = nn.initializers.normal(0.02)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  forms: LayerForms = DEFAULT
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k, p = self.kernel_size, self.padding
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
-    conv = F.conv2d_fast if fast_ops_enabled("conv") else F.conv2d
-    y = lowp_linear(functools.partial(conv, stride=self.stride, padding=p), x, kernel, self.dtype)
+    conv = functools.partial(F.conv2d, stride=self.stride, padding=p)
+    if cpu_form(self.forms, "conv"):   # hook: the XLA:CPU form (same math)
+      taps = cpu_form(self.forms, "conv_wgrad", conv_key(x.shape, kernel.shape, self.stride, p))
+      conv = functools.partial(F.conv2d_fast, stride=self.stride, padding=p, wgrad_taps=taps)
+    y = lowp_linear(conv, x, kernel, self.dtype)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
       y = add_bias(y, bias)
@@ -244,6 +214,7 @@ class ConvTranspose2d(nn.Module):
   kernel_init: Initializer = nn.initializers.normal(0.02)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  forms: LayerForms = DEFAULT
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -252,7 +223,7 @@ class ConvTranspose2d(nn.Module):
       raise ValueError(f"ConvTranspose2d: need 0 <= padding <= k-1 and 0 <= output_padding < stride, "
                        f"got k={k}, stride={s}, padding={p}, output_padding={op}")
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
-    transpose = F.conv_transpose_fast if fast_ops_enabled("conv_transpose") else F.conv_transpose_plain
+    transpose = F.conv_transpose_fast if cpu_form(self.forms, "conv_transpose") else F.conv_transpose_plain  # hook
     y = lowp_linear(functools.partial(transpose, stride=s, padding=p, output_padding=op), x, kernel, self.dtype)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
@@ -260,11 +231,11 @@ class ConvTranspose2d(nn.Module):
     return y
 
 
-def reflection_pad(x: jax.Array, pad: int) -> jax.Array:
+def reflection_pad(x: jax.Array, pad: int, forms: LayerForms = DEFAULT) -> jax.Array:
   """torch ``ReflectionPad2d(pad)`` on NHWC (edge not repeated); needs ``pad < H, W``."""
   if pad >= x.shape[1] or pad >= x.shape[2]:
     raise ValueError(f"reflection padding {pad} needs H and W > {pad}, got shape {tuple(x.shape)}")
-  return F.reflection_pad(x, pad) if fast_ops_enabled("pad") else F.reflection_pad_plain(x, pad)
+  return F.reflection_pad(x, pad) if cpu_form(forms, "pad") else F.reflection_pad_plain(x, pad)   # hook
 
 
 # ----------------------------------------------------------------------------- norms
@@ -402,11 +373,12 @@ class InstanceNorm(nn.Module):
   variance, eps 1e-5, no affine parameters, no running stats (``train`` unused)."""
   epsilon: float = 1e-5
   dtype: Dtype = jnp.float32
+  forms: LayerForms = DEFAULT
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     del train
-    norm = F.instance_norm if fast_ops_enabled("instance_norm") else F.instance_norm_plain
+    norm = F.instance_norm if cpu_form(self.forms, "instance_norm") else F.instance_norm_plain   # hook
     return norm(x, self.epsilon).astype(self.dtype)
 
 
@@ -420,7 +392,7 @@ class Identity(nn.Module):
 
 
 def make_norm(norm: str, *, name: str, gain: float = 0.02, dtype: Dtype = jnp.float32,
-              axis_name: "str | None | BatchGroups" = None) -> nn.Module:
+              axis_name: "str | None | BatchGroups" = None, forms: LayerForms = DEFAULT) -> nn.Module:
   """The norm layer for ``norm`` in {"batch", "instance", "none"}; call as ``layer(x, train)``.
 
   ``axis_name``: the device axis BatchNorm reduces over, or a :class:`BatchGroups`.
@@ -431,5 +403,5 @@ def make_norm(norm: str, *, name: str, gain: float = 0.02, dtype: Dtype = jnp.fl
     return BatchNorm(scale_init=bn_scale_init(gain), axis_name=groups.axis_name, group_size=groups.size,
                      dtype=dtype, name=name)
   if norm == "instance":
-    return InstanceNorm(dtype=dtype, name=name)
+    return InstanceNorm(dtype=dtype, forms=forms, name=name)
   return Identity(name=name)

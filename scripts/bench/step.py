@@ -20,8 +20,10 @@ other's working set evicting its own within a round (on the shared 2-core
 machine, the first JAX CycleGAN step right after a PyTorch step ran up to 20%
 slower). PyTorch's FLOPs come from ``torch.utils.flop_counter``. ``--peak``
 times a large float32 matmul in both frameworks (the machine's practical
-peak). ``--plain`` disables the fast layer formulations of
-``jaxgan.models.fast_ops`` (to measure what they buy). ``--profile N`` prints
+peak). ``--plain`` builds the step with the plain layer forms (not those of
+``jaxgan.models.fast_ops``; to measure what they buy); otherwise the forms are
+decided as ``jaxgan train`` does and printed, with the kernel-gradient timings
+at each conv shape of the step. ``--profile N`` prints
 the N most expensive ops (:mod:`bench.profile`).
 
 Every figure is the median or the minimum over repeats; :func:`run_step`
@@ -149,15 +151,42 @@ def torch_step_thunks(args: dict) -> tuple[dict[str, Callable], float]:
 
 def parse_forms(items) -> dict:
   """``["conv_wgrad=0", ...]`` -> ``{"conv_wgrad": False, ...}``; an unknown family or value is an error."""
-  from jaxgan.models import form_choices
+  from jaxgan.models.forms import FAMILIES
   out = {}
   for item in items:
     family, sep, value = item.partition("=")
-    if not sep or value not in ("0", "1") or family not in form_choices.FAMILIES:
-      raise SystemExit(f"--form {item!r}: expected FAMILY=0 or FAMILY=1 with FAMILY one of "
-                       f"{', '.join(form_choices.FAMILIES)}")
+    if not sep or value not in ("0", "1") or family not in FAMILIES:
+      raise SystemExit(f"--form {item!r}: expected FAMILY=0 or FAMILY=1 with FAMILY one of {', '.join(FAMILIES)}")
     out[family] = value == "1"
   return out
+
+
+def step_forms(args, config):
+  """The layer forms the benchmarked step is built with, as ``jaxgan train`` decides them (``auto``:
+  this processor's calibration, per layer shape of this step), ``--plain``, or ``--form`` overrides
+  (a whole family, every shape). Returns (LayerForms, how it was decided, per-shape timings)."""
+  import jax
+  from jaxgan import calibration, cyclegan, pix2pix
+  from jaxgan.models.forms import LayerForms
+  if args.plain:
+    return LayerForms.parse("plain"), "--plain", {}
+  mod = cyclegan if args.model == "cyclegan" else pix2pix
+  batch = _batch(config, 1)
+  shapes = ()
+  if calibration.calibrates() is None:
+    shapes = calibration.step_conv_shapes(lambda: mod.init(jax.random.PRNGKey(0), config, batch))
+  forms = calibration.resolve_forms("auto", shapes=shapes)
+  source = f"auto ({calibration.calibrates() or 'calibrated'})"
+  overrides = parse_forms(getattr(args, "form", None) or [])
+  if overrides:
+    fast = {f for f in forms.fast if overrides.get(f, True)} | {f for f, v in overrides.items() if v}
+    forms = LayerForms(frozenset(fast), tuple(s for s in forms.shapes if s[0] not in overrides))
+    source += " + --form"
+  timings = {}
+  if shapes:
+    entry = calibration._read(calibration.Path(calibration.default_dir()) / calibration.FILE_NAME)  # pylint: disable=protected-access
+    timings = {k: v for k, v in entry.get(calibration.machine_key(), {}).get("wgrad_shapes", {}).items() if k in shapes}
+  return forms, source, timings
 
 
 def run_step(args) -> dict:
@@ -165,18 +194,19 @@ def run_step(args) -> dict:
   import jax
   import numpy as np
   config = _config(args)
-  from jaxgan import calibration
-  from jaxgan.models import layers
-  layers.set_fast_ops(False if args.plain else None)   # None: on for the CPU backend only, per calibration
-  calibrated = calibration.ensure()   # as the jaxgan program does (read from its cache after the first time)
-  if getattr(args, "form", None):
-    calibration.set_choices({**calibration.choices(), **parse_forms(args.form)})
-    calibrated = {**calibrated, "source": f"{calibrated['source']} + --form", "choices": calibration.choices()}
+  from jaxgan.models.forms import FAMILIES
+  forms, source, wgrad_timings = step_forms(args, config)
+  config.layer_forms = forms.spec()
+  print(f"layer forms ({source}): {forms.summary()}", file=sys.stderr)
+  for key, t in sorted(wgrad_timings.items()):
+    use = forms.use_fast("conv_wgrad", key)
+    print(f"  conv_wgrad at {key}: taps {t['fast_s'] * 1e3:.1f} ms, XLA {t['plain_s'] * 1e3:.1f} ms per image "
+          f"-> {'taps' if use else 'XLA'}", file=sys.stderr)
   compiled, state, batch, stats = build_jax_step(args, config)
   out = {"model": args.model, "size": args.size, "batch": args.batch, "dtype": args.dtype,
-         "devices": len(jax.devices()), "threads": args.threads, "fast_ops": layers.fast_ops_enabled(),
-         "remat": bool(config.remat), "netG": config.netG,
-         "calibration": {"source": calibrated["source"], **calibrated.get("choices", {})}}
+         "devices": len(jax.devices()), "threads": args.threads, "remat": bool(config.remat), "netG": config.netG,
+         "layer_forms": {"source": source, **{f: forms.use_fast(f) for f in FAMILIES},
+                         "conv_wgrad_shapes_opposite": len(forms.shapes)}}
   out.update(stats)
 
   if args.steps == 0:   # compile only: XLA's FLOPs and buffer sizes, no timing

@@ -124,13 +124,13 @@ def run_translate(argv=None) -> dict:
   import numpy as np
   from jaxgan import config as config_lib
   from jaxgan import calibration, inference, objectives
-  calibration.ensure()   # as the jaxgan program does
   if args.model == "cyclegan":
     config = config_lib.get_cyclegan_base_config()
   else:
     config = config_lib.get_base_config()
   config.load_size = config.crop_size = args.size
   config.num_train_steps = 1   # the optimiser's schedule needs a length; translate never steps
+  config.layer_forms = calibration.resolve_forms("auto").spec()   # the per-family choice a trained workdir records
   model = objectives.for_config(config)
   tmp = Path(tempfile.mkdtemp(prefix="jaxgan-bench-translate-"))
   files = write_photos(tmp / "in", args.images, args.size)

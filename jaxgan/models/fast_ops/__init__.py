@@ -102,15 +102,17 @@ PATCH_MIN_KERNEL = 1 << 20      # kernel weights (4 MiB in float32)
 # (The dispatchers below read these from this module, where the tests patch them.)
 
 
-def conv2d_fast(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
-  """``conv2d(x, kernel, stride, padding)`` in the fastest of the equal forms for its shape."""
+def conv2d_fast(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0,
+                wgrad_taps: bool = False) -> jax.Array:
+  """``conv2d(x, kernel, stride, padding)`` in the fastest of the equal forms for its shape
+  (``wgrad_taps``: a VALID stride-1 conv's kernel gradient as one matmul per tap)."""
   k = kernel.shape[0]
   out_pixels = conv_output_size(x.shape[1], k, stride, padding) * conv_output_size(x.shape[2], k, stride, padding)
   if kernel.size >= PATCH_MIN_KERNEL and out_pixels <= min(PATCH_MAX_OUT_PIXELS, kernel.shape[3]):
     return conv2d_patches(x, kernel, stride, padding)
   if stride == 1 and padding == 0:
-    return conv2d_valid(x, kernel)
-  return conv2d_strided(x, kernel, stride, padding)
+    return conv2d_valid(x, kernel, bool(wgrad_taps))
+  return conv2d_strided(x, kernel, stride, padding, bool(wgrad_taps))
 
 
 def conv_transpose_fast(x: jax.Array, kernel: jax.Array, stride: int, padding: int,

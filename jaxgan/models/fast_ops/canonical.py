@@ -9,12 +9,11 @@ its custom backward. Layouts: activations NHWC, kernels HWIO.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-
-from jaxgan.models import form_choices
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -109,8 +108,9 @@ def _tap_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.A
   stride-2 convs) this runs at matmul speed, while XLA:CPU lowers such a kernel
   gradient to a generic convolution 50-100x slower (1x1, 64x64x128->256:
   158 ms against 1.6 ms). For larger kernels XLA's convolution (YNNPACK) is
-  reasonable, and whether the taps beat it depends on the processor (family
-  ``conv_wgrad`` of :mod:`jaxgan.calibration`): on a 2-core AVX2 Zen 3 the
+  reasonable, and whether the taps beat it depends on the processor and the shape
+  (family ``conv_wgrad`` of :mod:`jaxgan.models.forms`, chosen per layer shape by
+  :mod:`jaxgan.calibration`): on a 2-core AVX2 Zen 3 the
   ResNet block's 3x3 256->256 at 64x64 took 44 ms against 81 ms, and with two
   running side by side (as inside the train step, one per core) 90 against 189 ms.
   """
@@ -125,14 +125,15 @@ def _tap_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.A
   return jnp.swapaxes(jnp.stack([jnp.stack(row) for row in taps]), 2, 3)
 
 
-def _wgrad_s1(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.Array:
-  """Kernel gradient of VALID stride-1 ``conv2d(x, w)`` for cotangent ``g``."""
+def _wgrad_s1(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int], taps: bool = False) -> jax.Array:
+  """Kernel gradient of VALID stride-1 ``conv2d(x, w)`` for cotangent ``g``; ``taps``: one matmul per
+  tap also for kernels of more than 4 taps (the ``conv_wgrad`` form)."""
   kernel_shape = tuple(int(v) for v in kernel_shape)
   if kernel_shape[3] == 1 and kernel_shape[0] * kernel_shape[1] <= 16:
     return _tap_wgrad(x, g, kernel_shape)     # the PatchGAN's 4x4 512->1 head: 10.0 -> 3.2 ms
   if kernel_shape[3] <= 16 < kernel_shape[2]:
     return _swapped_wgrad(x, g, kernel_shape)
-  if kernel_shape[0] * kernel_shape[1] <= 4 or form_choices.choice("conv_wgrad"):
+  if kernel_shape[0] * kernel_shape[1] <= 4 or taps:
     return _tap_wgrad(x, g, kernel_shape)
   zeros = jnp.zeros(kernel_shape, x.dtype)
   return jax.vjp(lambda k: conv_s1(x, k), zeros)[1](g)[0]
@@ -140,21 +141,22 @@ def _wgrad_s1(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.Ar
 
 # ----------------------------------------------------------------------------- VALID stride-1 conv
 
-@jax.custom_vjp
-def conv2d_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """VALID stride-1 ``conv2d(x, kernel)`` (same values) on XLA:CPU's fast paths (see the package doc)."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv2d_valid(x: jax.Array, kernel: jax.Array, wgrad_taps: bool = False) -> jax.Array:
+  """VALID stride-1 ``conv2d(x, kernel)`` (same values) on XLA:CPU's fast paths (see the package doc);
+  ``wgrad_taps``: its kernel gradient as one matmul per tap (:func:`_tap_wgrad`)."""
   return conv_s1(x, kernel)
 
 
-def _valid_fwd(x, kernel):
+def _valid_fwd(x, kernel, wgrad_taps):
   return conv_s1(x, kernel), (x, kernel)
 
 
-def _valid_bwd(res, g):
+def _valid_bwd(wgrad_taps, res, g):
   x, kernel = res
   kh, kw = kernel.shape[:2]
   dx = conv_s1(g, _flip_swap(kernel), ((kh - 1, kh - 1), (kw - 1, kw - 1)))
-  dk = _wgrad_s1(x, g, kernel.shape)
+  dk = _wgrad_s1(x, g, kernel.shape, bool(wgrad_taps))
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 

@@ -106,7 +106,7 @@ def _transpose_phases(x: jax.Array, kernel: jax.Array, stride: int, padding: int
 
 
 def _strided_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int], stride: int,
-                   padding: int) -> jax.Array:
+                   padding: int, taps_form: bool = False) -> jax.Array:
   """Kernel gradient of ``conv2d(x, w, stride, padding)`` for cotangent ``g``, over input phases.
 
   ``dw[s*j + a] = sum_i xpad[s*(i + j) + a] g[i]``: for each input phase ``a`` a
@@ -128,7 +128,7 @@ def _strided_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int], stri
         cols.append(jnp.zeros((taps, taps, cin, cout), g.dtype))
         continue
       xa = xp[:, ay::s, ax::s][:, :n_h + jy - 1, :n_w + jx - 1]
-      part = _wgrad_s1(xa, g, (jy, jx, cin, cout))
+      part = _wgrad_s1(xa, g, (jy, jx, cin, cout), taps_form)
       cols.append(jnp.pad(part, ((0, taps - jy), (0, taps - jx), (0, 0), (0, 0))))
     rows.append(jnp.stack(cols, axis=2))                  # [taps(jy), taps(jx), s(ax), I, O]
   # dw[s*j + a] = phase a's tap j: interleave the phases with a reshape, not a scatter.
@@ -136,17 +136,18 @@ def _strided_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int], stri
   return out.reshape(taps * s, taps * s, cin, cout)[:k, :k]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv2d_strided(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-  """``conv2d(x, kernel, stride, padding)`` (same values) with the fast backward of the package doc."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv2d_strided(x: jax.Array, kernel: jax.Array, stride: int, padding: int, wgrad_taps: bool = False) -> jax.Array:
+  """``conv2d(x, kernel, stride, padding)`` (same values) with the fast backward of the package doc
+  (``wgrad_taps``: phase kernels of more than 4 taps also get one matmul per tap)."""
   return conv2d(x, kernel, stride, padding)
 
 
-def _strided_fwd(x, kernel, stride, padding):
+def _strided_fwd(x, kernel, stride, padding, wgrad_taps):
   return conv2d(x, kernel, stride, padding), (x, kernel)
 
 
-def _strided_bwd(stride, padding, res, g):
+def _strided_bwd(stride, padding, wgrad_taps, res, g):
   x, kernel = res
   k = kernel.shape[0]
   op_h = x.shape[1] - conv_transpose_output_size(g.shape[1], k, stride, padding, 0)
@@ -157,7 +158,7 @@ def _strided_bwd(stride, padding, res, g):
   else:
     dx = _transpose_phases(g, jnp.swapaxes(kernel, 2, 3), stride, padding, max(op_h, op_w))
     dx = dx[:, :x.shape[1], :x.shape[2]]
-  dk = _strided_wgrad(x, g, kernel.shape, stride, padding)
+  dk = _strided_wgrad(x, g, kernel.shape, stride, padding, bool(wgrad_taps))
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
