@@ -439,7 +439,18 @@ def compile_everywhere(jitted: Callable, *args: Any, timeout_s: float = 3600) ->
   is a coordination-service barrier, which runs no collective.
   """
   jitted.lower(*args).compile()
+  wait_for_all_processes("compiled", timeout_s=timeout_s)
+
+
+def wait_for_all_processes(what: str, *, timeout_s: float = 3600) -> None:
+  """Return once every process of the job has reached this call (one process: at once).
+
+  A coordination-service barrier, not a collective: it runs nothing on the
+  devices, so a process may wait here for minutes (e.g. while process 0 alone
+  evaluates) where gloo would give up on a collective after 30 s. Call it on
+  every process, in the same order.
+  """
   if jax.process_count() > 1:
     from jax._src import distributed   # the coordination client; Orbax waits on it the same way
-    name = f"jaxgan_compiled_{next(_BARRIERS)}"
+    name = f"jaxgan_{what}_{next(_BARRIERS)}"
     distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))

@@ -379,7 +379,24 @@ def _ab(batch: Mapping[str, Any]) -> dict:
 
 def _evaluate(config, state, workdir: Path, reporter, step: int, progress, fid=None) -> dict | None:
   """Run :func:`jaxgan.inference.evaluate` on the test split (and FID with ``fid``, a
-  :class:`jaxgan.fid_eval.LazyFID`); log it and write WORKDIR/eval.json."""
+  :class:`jaxgan.fid_eval.LazyFID`); log it and write WORKDIR/eval.json.
+
+  In a job of several processes only process 0 evaluates (on its local copy of the
+  state; the result is the same on every host), once for the whole job; the others
+  wait for it at a coordination barrier, not a collective, so the wait may be long.
+  """
+  if jax.process_count() > 1:
+    try:
+      if parallel.is_main_process():
+        return _evaluate_here(config, state, workdir, reporter, step, progress, fid)
+      log.info("step %d: waiting while process 0 evaluates for the whole job", step)
+      return None
+    finally:
+      parallel.wait_for_all_processes("evaluated", timeout_s=24 * 3600)
+  return _evaluate_here(config, state, workdir, reporter, step, progress, fid)
+
+
+def _evaluate_here(config, state, workdir: Path, reporter, step: int, progress, fid=None) -> dict | None:
   from jaxgan import inference
   from jaxgan.data.image_io import DataError
   kwargs = dict(max_batches=int(config.get("eval_batches", -1)), eval_mode=bool(config.get("eval_mode", False)))

@@ -166,6 +166,8 @@ def test_two_processes_equal_one_process_with_four_devices(tmp_path, straight_pa
   assert "4 device(s)" in outputs[0] and "4 device(s)" in outputs[2]
   assert "step 1/" not in outputs[1] and f"step {STEPS}/" in outputs[0]
   assert (multi / "eval.json").is_file() and (multi / "web" / "index.html").is_file()
+  # The job evaluates once: process 0 alone, while process 1 waits at a barrier (not a collective).
+  assert "waiting while process 0 evaluates" in outputs[1] and "waiting while process 0" not in outputs[0]
   assert checkpoint.list_steps(multi) == checkpoint.list_steps(single) == [STEPS]
 
   state_multi, config_multi, _ = inference.load_for_inference(multi)
