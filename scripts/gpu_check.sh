@@ -9,7 +9,10 @@
 #    at batch 16 against torch.compile of the reference networks; compile times; XLA's FLOPs -> MFU
 #    against the measured bf16 matmul peak;
 # 3. XLA's memory for CycleGAN with and without remat at 256/512/1024, and a real 1024x1024 step with remat;
-# 4. images/s against device count when there are several GPUs.
+# 4. the input pipeline's examples/s against the host's limit (benchmark --data);
+# 5. all-reduce count and bytes of the data-parallel steps after XLA:GPU's passes (several GPUs);
+# 6. images/s against device count when there are several GPUs.
+# The precision table (docs/precision.md) is emulated on a CPU: scripts/precision_table.py.
 #
 # Every measurement is one JSON line in OUT_DIR/gpu_check.jsonl (the benchmark's own fields); a
 # markdown table of them is OUT_DIR/gpu_check.md. Each part has its own time limit and the whole
@@ -88,8 +91,19 @@ for size in 256 512 1024; do
   part "cyclegan_${size}_mem"       45 $M --size $size --steps 0
   part "cyclegan_${size}_mem_remat" 45 $M --size $size --steps 0 --remat
 done
-# 4. scaling with devices (only when there are several)
+# 4. the host side: does the default input pipeline keep this machine's accelerators fed? (its examples/s
+#    against cores x a bare PIL loop, and against the step rates measured above)
 N=$($PY -c 'import jax; print(len(jax.devices()))')
+part data_pipeline 60 $PY scripts/benchmark.py --data --accelerators "$N" --rounds 2 --seconds 5
+# 5. gradient traffic after XLA:GPU's own passes: all-reduce count and bytes against the parameters' bytes
+#    of the compiled data-parallel step (needs several GPUs; on one the step has no collectives)
+if (( N > 1 )); then
+  part cyclegan_collectives 90 $PY scripts/benchmark.py --sharded-flops --model cyclegan --netG resnet_9blocks \
+      --size 128 --width 64 --devices "$N" --no-flops
+  part pix2pix_collectives  90 $PY scripts/benchmark.py --sharded-flops --model pix2pix --netG unet_128 --norm batch \
+      --size 128 --width 64 --devices "$N" --no-flops
+fi
+# 6. scaling with devices (only when there are several)
 if (( N > 1 )); then
   for d in 1 $N; do
     part "cyclegan_b16_bf16_${d}dev" 60 env CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((d - 1))) \
