@@ -213,7 +213,7 @@ def step_conv_shapes(init_fn: Callable[[], Any]) -> list[str]:
       keys.add(conv_key(shape, (m.kernel_size, m.kernel_size, shape[-1], m.features), m.stride, m.padding))
     return next_fun(*args, **kwargs)
 
-  with nn.intercept_methods(record):
+  with nn.intercept_methods(record), jax.disable_jit():   # no jit cache hit may skip the Python code
     jax.eval_shape(init_fn)
   return sorted(k for k in keys if wgrad_relevant(k))
 

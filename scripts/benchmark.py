@@ -77,6 +77,8 @@ def parse_args(argv: Sequence[str] | None):
   p.add_argument("--form", action="append", default=[], metavar="FAMILY=0|1",
                  help="override the calibrated choice of one layer-form family (jaxgan.models.forms), at every shape, "
                       "e.g. --form conv_wgrad=0; repeatable")
+  p.add_argument("--no-shares", action="store_true",
+                 help="skip timing each layer family alone at the step's shapes (its share of the step)")
   p.add_argument("--remat", action="store_true", help="rematerialise generator blocks (config.remat)")
   p.add_argument("--cache-dir", default=None, help="persistent compilation cache; also time a cached compile")
   p.add_argument("--profile", type=int, default=0, metavar="N", help="print the N most expensive ops")

@@ -24,7 +24,9 @@ peak). ``--plain`` builds the step with the plain layer forms (not those of
 ``jaxgan.models.fast_ops``; to measure what they buy); otherwise the forms are
 decided as ``jaxgan train`` does and printed, with the kernel-gradient timings
 at each conv shape of the step. ``--profile N`` prints
-the N most expensive ops (:mod:`bench.profile`).
+the N most expensive ops (:mod:`bench.profile`). After timing, each layer family's
+layers are timed alone at the step's shapes and printed as shares of the step
+(:mod:`bench.shares`; ``--no-shares`` skips it).
 
 Every figure is the median or the minimum over repeats; :func:`run_step`
 returns one dict -- keys ``model, size, batch, dtype, devices, img_per_s,
@@ -256,6 +258,21 @@ def run_step(args) -> dict:
                jax_model_gflops=round(out["torch_flops_per_step"] / med / 1e9, 1))
   if worker is not None:
     worker.close()
+  if not args.no_shares:
+    from bench.shares import family_shares
+    from jaxgan import cyclegan, pix2pix
+    mod = cyclegan if args.model == "cyclegan" else pix2pix
+    per_device = _batch(config, args.batch // len(jax.devices()))
+    shares = family_shares(lambda: mod.init(jax.random.PRNGKey(0), config, per_device), forms, med)
+    out["family_shares"] = shares
+    for family, e in shares.items():
+      form = "fast" if forms.use_fast(family) else "plain"
+      if family == "conv_wgrad":
+        form = f"{'taps' if forms.use_fast(family) else 'XLA'}" + (f", {len(forms.shapes)} shapes opposite"
+                                                                   if forms.shapes else "")
+      print(f"  {family:15s} {form:>6s}  {e['layers']:3d} layers  {e['seconds']:.3f} s alone  "
+            f"{100 * (e['share'] or 0):.0f}% of the step{' (' + e['note'] + ')' if 'note' in e else ''}",
+            file=sys.stderr)
   if args.peak:
     on_cpu = jax.default_backend() == "cpu"
     out.update(measure_peak(n=2048 if on_cpu else 8192, torch_too=args.compare == "torch", dtype=args.dtype))
