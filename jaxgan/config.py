@@ -220,6 +220,8 @@ def get_base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   c.no_dropout = False
   c.init_type = "normal"
   c.init_gain = 0.02
+  c.no_antialias = True         # False: CUT's anti-aliased down/upsampling (blur-pool) in G's and D's strided layers
+  c.no_antialias_up = True      # False: CUT's anti-aliased upsampling (fixed blur + 3x3 conv) in G
   # Objective (the objective's own keys are added from its CONFIG_KEYS below).
   c.gan_mode = "vanilla"
   c.lambda_gp = 10.0            # gradient penalty weight, gan_mode=wgangp only

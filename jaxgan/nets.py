@@ -26,14 +26,16 @@ def build_generator(config: ml_collections.ConfigDict, input_nc: int, output_nc:
       input_nc=input_nc, output_nc=output_nc, ngf=int(config.ngf), netG=str(config.netG),
       norm=str(config.norm), use_dropout=not bool(config.no_dropout), init_type=str(config.init_type),
       init_gain=float(config.init_gain), dtype=compute_dtype(config), remat=bool(config.get("remat", False)),
-      axis_name=norm_axis(config), forms=layer_forms(config))
+      axis_name=norm_axis(config), forms=layer_forms(config),
+      no_antialias=bool(config.get("no_antialias", True)), no_antialias_up=bool(config.get("no_antialias_up", True)))
 
 
 def build_discriminator(config: ml_collections.ConfigDict, input_nc: int):
   return models.define_D(
       input_nc=input_nc, ndf=int(config.ndf), netD=str(config.netD), n_layers_D=int(config.n_layers_D),
       norm=str(config.norm), init_type=str(config.init_type), init_gain=float(config.init_gain),
-      dtype=compute_dtype(config), axis_name=norm_axis(config), forms=layer_forms(config))
+      dtype=compute_dtype(config), axis_name=norm_axis(config), forms=layer_forms(config),
+      no_antialias=bool(config.get("no_antialias", True)))
 
 
 def layer_forms(config: ml_collections.ConfigDict) -> "models.forms.LayerForms":

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxgan.config import DISCRIMINATORS  # the one table of choices
-from jaxgan.models import layers
+from jaxgan.models import antialias, layers
 from jaxgan.models.forms import DEFAULT, LayerForms
 
 Dtype = Any
@@ -58,11 +58,13 @@ class NLayerDiscriminator(nn.Module):
   dtype: Dtype = jnp.float32
   axis_name: str | None = None
   forms: LayerForms = DEFAULT   # the XLA:CPU hook (layers.cpu_form)
+  no_antialias: bool = True   # False: CUT's form, stride-1 convs each followed by antialias.blur_downsample
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     _check_input(x, self.input_nc, f"NLayerDiscriminator(n_layers={self.n_layers})",
                  patchgan_min_size(self.n_layers))
+    aa = not self.no_antialias
     init = layers.kernel_init(self.init_type, self.init_gain)
     bias = layers.conv_bias(self.norm)
 
@@ -75,10 +77,13 @@ class NLayerDiscriminator(nn.Module):
                            axis_name=self.axis_name, forms=self.forms)(y, train)
       return nn.leaky_relu(y, 0.2)
 
-    y = nn.leaky_relu(conv(x, self.ndf, 2, True, 0), 0.2)
+    y = nn.leaky_relu(conv(x, self.ndf, 1 if aa else 2, True, 0), 0.2)
+    y = antialias.blur_downsample(y) if aa else y
     for i in range(1, self.n_layers + 1):
-      stride = 2 if i < self.n_layers else 1
+      stride = 2 if i < self.n_layers and not aa else 1
       y = norm_lrelu(conv(y, self.ndf * min(2 ** i, 8), stride, bias, i), i)
+      if aa and i < self.n_layers:
+        y = antialias.blur_downsample(y)
     # The logits' conv runs in float32 whatever ``dtype`` (the losses read them).
     return conv(y, 1, 1, True, self.n_layers + 1, jnp.float32)
 
@@ -114,8 +119,12 @@ class PixelDiscriminator(nn.Module):
 
 def define_D(input_nc: int, ndf: int, netD: str, n_layers_D: int = 3, norm: str = "batch",
              init_type: str = "normal", init_gain: float = 0.02, dtype: Dtype = jnp.float32,
-             axis_name: str | None = None, forms: "LayerForms | str" = DEFAULT) -> nn.Module:
+             axis_name: str | None = None, forms: "LayerForms | str" = DEFAULT,
+             no_antialias: bool = True) -> nn.Module:
   """Build the reference discriminator ``netD`` ("basic" = 3-layer PatchGAN, "n_layers", "pixel").
+
+  ``no_antialias=False``: CUT's anti-aliased PatchGAN (stride-1 4x4 convs followed by a fixed blur
+  downsampler, :mod:`jaxgan.models.antialias`; the same parameters; 30x30 at 256). ``pixel`` has none.
 
   ``dtype`` is the computation dtype (params, the last conv, the logits and the kernel gradients
   stay float32);
@@ -134,4 +143,4 @@ def define_D(input_nc: int, ndf: int, netD: str, n_layers_D: int = 3, norm: str 
   n_layers = 3 if netD == "basic" else int(n_layers_D)
   if n_layers < 1:
     raise ValueError(f"define_D: n_layers_D must be >= 1 for netD='n_layers', got {n_layers_D}")
-  return NLayerDiscriminator(n_layers=n_layers, **common)
+  return NLayerDiscriminator(n_layers=n_layers, no_antialias=bool(no_antialias), **common)

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxgan.config import generator_stride, parse_netG  # noqa: F401  (the one netG grammar)
-from jaxgan.models import layers
+from jaxgan.models import antialias, layers
 from jaxgan.models.forms import DEFAULT, LayerForms
 
 Dtype = Any
@@ -91,7 +91,20 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-  """Reference ``ResnetGenerator`` (2 downsamplings, ``n_blocks`` residual blocks, reflect padding)."""
+  """Reference ``ResnetGenerator`` (2 downsamplings, ``n_blocks`` residual blocks, reflect padding).
+
+  ``no_antialias=False`` / ``no_antialias_up=False`` give CUT's anti-aliased forms (same parameters,
+  same names): down = 3x3 conv stride 1, norm, ReLU, :func:`antialias.blur_downsample`; up =
+  :func:`antialias.blur_upsample`, 3x3 conv (``up_<i>_conv`` is then a ``Conv2d``), norm, ReLU.
+
+  ``features``: indices into the authors' ``nn.Sequential`` (CUT's ``nce_layers``, e.g.
+  ``(0, 4, 8, 12, 16)``); when given, the call returns the list of those layers' outputs (in
+  ``features`` order) and stops after the last one, as the authors' ``encode_only``. The Sequential is
+  ``[pad, conv, norm, relu]``, per down ``[conv, norm, relu(, Downsample)]``, one entry per block, per
+  up ``[(Upsample,) conv, norm, relu]``, ``[pad, conv, tanh]``. A norm's output tapped where an
+  in-place ReLU follows is the ReLU's output, as in the authors' code (the list holds the same tensor),
+  unless it is the last index (they return before that ReLU runs).
+  """
   input_nc: int
   output_nc: int
   ngf: int = 64
@@ -104,13 +117,15 @@ class ResnetGenerator(nn.Module):
   remat: bool = False
   axis_name: str | None = None
   forms: LayerForms = DEFAULT   # the XLA:CPU hook (layers.cpu_form)
+  no_antialias: bool = True
+  no_antialias_up: bool = True
 
   @property
   def netG(self) -> str:
     return f"resnet_{self.n_blocks}blocks"
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = True, features: tuple[int, ...] = ()) -> Any:
     # 8 = 2 * stride: the residual blocks reflect-pad by 1 at H/4, which needs H/4 >= 2.
     _check_input(x, self.input_nc, 4, 8, self.netG)
     bias = layers.conv_bias(self.norm)
@@ -118,31 +133,70 @@ class ResnetGenerator(nn.Module):
     init_t = layers.kernel_init(self.init_type, self.init_gain, transposed=True)
     nrm = dict(gain=self.init_gain, dtype=self.dtype, axis_name=self.axis_name, forms=self.forms)
     ngf, forms = self.ngf, self.forms
+    wanted = tuple(int(i) for i in features)
+    taps: dict[int, jax.Array] = {}
+    count = [0]
+
+    class _Done(Exception):
+      pass
+
+    def emit(y, inplace=False):
+      """One layer of the authors' Sequential produced ``y`` (``inplace``: a ReLU(True) over the previous)."""
+      i = count[0]
+      if inplace and i - 1 in taps:
+        taps[i - 1] = y
+      if i in wanted:
+        taps[i] = y
+      count[0] += 1
+      if wanted and i == max(wanted):   # the authors return right after the last wanted layer
+        raise _Done
+      return y
 
     def norm_relu(y, name):
-      return nn.relu(layers.make_norm(self.norm, name=name, **nrm)(y, train))
+      y = emit(layers.make_norm(self.norm, name=name, **nrm)(y, train))
+      return emit(nn.relu(y), inplace=True)
 
-    y = layers.Conv2d(ngf, 7, use_bias=bias, kernel_init=init, dtype=self.dtype, forms=forms,
-                      name="stem_conv")(layers.reflection_pad(x, 3, forms))
-    y = norm_relu(y, "stem_norm")
-    for i in range(2):
-      y = layers.Conv2d(ngf * 2 ** (i + 1), 3, stride=2, padding=1, use_bias=bias, kernel_init=init,
-                        dtype=self.dtype, forms=forms, name=f"down_{i}_conv")(y)
-      y = norm_relu(y, f"down_{i}_norm")
-    block_cls = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat else ResnetBlock
-    for i in range(self.n_blocks):
-      y = block_cls(ngf * 4, norm=self.norm, use_dropout=self.use_dropout, init_type=self.init_type,
-                    init_gain=self.init_gain, dtype=self.dtype, axis_name=self.axis_name, forms=forms,
-                    name=f"block_{i}")(y, train)
-    for i in range(2):
-      y = layers.ConvTranspose2d(ngf * 4 // 2 ** (i + 1), 3, stride=2, padding=1, output_padding=1,
-                                 use_bias=bias, kernel_init=init_t, dtype=self.dtype, forms=forms,
-                                 name=f"up_{i}_conv")(y)
-      y = norm_relu(y, f"up_{i}_norm")
-    # The head (conv + tanh) runs in float32 whatever ``dtype``: the images and the losses on them.
-    y = layers.Conv2d(self.output_nc, 7, use_bias=True, kernel_init=init, dtype=jnp.float32, forms=forms,
-                      name="head_conv")(layers.reflection_pad(y, 3, forms))
-    return jnp.tanh(y)
+    try:
+      y = emit(layers.reflection_pad(x, 3, forms))
+      y = emit(layers.Conv2d(ngf, 7, use_bias=bias, kernel_init=init, dtype=self.dtype, forms=forms,
+                             name="stem_conv")(y))
+      y = norm_relu(y, "stem_norm")
+      for i in range(2):
+        y = emit(layers.Conv2d(ngf * 2 ** (i + 1), 3, stride=2 if self.no_antialias else 1, padding=1,
+                               use_bias=bias, kernel_init=init, dtype=self.dtype, forms=forms,
+                               name=f"down_{i}_conv")(y))
+        y = norm_relu(y, f"down_{i}_norm")
+        if not self.no_antialias:
+          y = emit(antialias.blur_downsample(y))
+      block_cls = nn.remat(ResnetBlock, static_argnums=(2,)) if self.remat else ResnetBlock
+      for i in range(self.n_blocks):
+        y = emit(block_cls(ngf * 4, norm=self.norm, use_dropout=self.use_dropout, init_type=self.init_type,
+                           init_gain=self.init_gain, dtype=self.dtype, axis_name=self.axis_name,
+                           forms=forms, name=f"block_{i}")(y, train))
+      for i in range(2):
+        out = ngf * 4 // 2 ** (i + 1)
+        if self.no_antialias_up:
+          y = emit(layers.ConvTranspose2d(out, 3, stride=2, padding=1, output_padding=1, use_bias=bias,
+                                          kernel_init=init_t, dtype=self.dtype, forms=forms,
+                                          name=f"up_{i}_conv")(y))
+        else:
+          y = emit(antialias.blur_upsample(y))
+          y = emit(layers.Conv2d(out, 3, padding=1, use_bias=bias, kernel_init=init, dtype=self.dtype,
+                                 forms=forms, name=f"up_{i}_conv")(y))
+        y = norm_relu(y, f"up_{i}_norm")
+      # The head (conv + tanh) runs in float32 whatever ``dtype``: the images and the losses on them.
+      y = emit(layers.reflection_pad(y, 3, forms))
+      y = emit(layers.Conv2d(self.output_nc, 7, use_bias=True, kernel_init=init, dtype=jnp.float32,
+                             forms=forms, name="head_conv")(y))
+      y = emit(jnp.tanh(y))
+    except _Done:
+      pass
+    if not wanted:
+      return y
+    missing = [i for i in wanted if i not in taps]
+    if missing:
+      raise ValueError(f"{self.netG}: features {missing} are past its last layer ({count[0] - 1})")
+    return [taps[i] for i in wanted]
 
 
 class UnetDown(nn.Module):
@@ -285,8 +339,12 @@ class UnetGenerator(nn.Module):
 def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = "batch",
              use_dropout: bool = False, init_type: str = "normal", init_gain: float = 0.02,
              dtype: Dtype = jnp.float32, remat: bool = False, axis_name: str | None = None,
+             no_antialias: bool = True, no_antialias_up: bool = True,
              forms: "LayerForms | str" = DEFAULT) -> nn.Module:
   """Build the reference generator ``netG`` as a Linen module (params created by ``module.init``).
+
+  ``no_antialias`` / ``no_antialias_up`` False give CUT's anti-aliased ResNet down/upsampling
+  (:class:`ResnetGenerator`); the U-Net has no anti-aliased form (the authors' ignores the options).
 
   ``dtype`` is the computation dtype (params, the head conv + tanh, the output and the kernel
   gradients stay float32);
@@ -305,5 +363,6 @@ def define_G(input_nc: int, output_nc: int, ngf: int, netG: str, norm: str = "ba
                 use_dropout=bool(use_dropout), init_type=init_type, init_gain=float(init_gain),
                 dtype=dtype, remat=bool(remat), axis_name=axis_name, forms=LayerForms.parse(forms))
   if kind == "resnet":
-    return ResnetGenerator(n_blocks=n, **common)
+    return ResnetGenerator(n_blocks=n, no_antialias=bool(no_antialias), no_antialias_up=bool(no_antialias_up),
+                           **common)
   return UnetGenerator(num_downs=n, **common)
