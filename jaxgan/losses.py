@@ -97,3 +97,33 @@ def gradient_penalty(
   grads = _f32(grads).reshape(grads.shape[0], -1)
   norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=1) + 1e-16)
   return weight * jnp.mean(jnp.square(norms - constant))
+
+
+def patch_nce_loss(feat_q: jax.Array, feat_k: jax.Array, *, temperature: float = 0.07,
+                   all_negatives_from_minibatch: bool = False) -> jax.Array:
+  """CUT's PatchNCE loss (Park et al. 2020) of query features against key features of the same positions.
+
+  Args:
+    feat_q: [B, P, C] query features (the output image's patches), L2-normalised.
+    feat_k: [B, P, C] key features (the input image's patches at the same P positions), L2-normalised.
+      No gradient reaches them (the authors detach the keys).
+    temperature: ``nce_T``; the logits are divided by it.
+    all_negatives_from_minibatch: the authors' ``nce_includes_all_negatives_from_minibatch``: the other
+      positions of every image of the batch are negatives (the batch read as one image of B*P patches);
+      False (CUT, FastCUT): only the other positions of the same image.
+
+  Returns the float32 scalar mean over the B*P rows of the cross-entropy of the logits
+  ``[<q_i, k_i>, <q_i, k_j> for j in the image's positions (j = i set to -10)] / temperature``
+  against the positive (index 0).
+  """
+  q, k = _f32(feat_q), jax.lax.stop_gradient(_f32(feat_k))
+  if q.ndim != 3 or q.shape != k.shape:
+    raise ValueError(f"patch_nce_loss: feat_q and feat_k must both be [B, P, C], got {q.shape} and {k.shape}")
+  l_pos = jnp.sum(q * k, axis=-1)                                   # [B, P]
+  if all_negatives_from_minibatch:
+    q, k = q.reshape(1, -1, q.shape[-1]), k.reshape(1, -1, k.shape[-1])
+  l_neg = jnp.einsum("bpc,bnc->bpn", q, k, precision=jax.lax.Precision.HIGHEST)
+  n = l_neg.shape[-1]
+  l_neg = jnp.where(jnp.eye(n, dtype=bool)[None], -10.0, l_neg).reshape(-1, n)
+  logits = jnp.concatenate([l_pos.reshape(-1, 1), l_neg], axis=1) / temperature
+  return jnp.mean(jax.nn.logsumexp(logits, axis=1) - logits[:, 0])
