@@ -109,7 +109,7 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
   diffs = []
   for key in keys:
     a, b = saved.get(key), current.get(key)
-    view = STRUCTURAL_VIEW.get(key, lambda v: v)
+    view = STRUCTURAL_VIEW.get(key, lambda v: tuple(v) if isinstance(v, list) else v)   # JSON saves tuples as lists
     if view(a) != view(b):
       diffs.append(f"{key}: checkpoint has {a!r}, config has {b!r}")
   return diffs

@@ -41,6 +41,7 @@ import numpy as np
 OBJECTIVES: dict[str, str] = {
     "pix2pix": "jaxgan.pix2pix",
     "cyclegan": "jaxgan.cyclegan",
+    "cut": "jaxgan.cut",
 }
 # NAMES (the registered names, in order) is read from OBJECTIVES on every access (module __getattr__), so an
 # objective registered at run time (a plugin, a test's monkeypatch) is seen everywhere.
