@@ -62,7 +62,7 @@ OPTIONAL_KEYS: dict[str, tuple[type, Any]] = {
     "data_threads": (int, 0),         # Grain reader threads per process (0: automatic, see num_workers)
     "data_dtype": (str, "auto"),      # batches ship uint8/uint16 pixels (auto: the data's depth) or float32
     "prefetch_batches": (int, 4),     # batches read ahead
-    "wandb_project": (str, "jaxgan"),
+    "wandb_project": (str, "jaxgan"),  # the W&B project when use_wandb
     "sample_rows": (int, 4),          # images per sample grid
     "eval_mode": (bool, False),       # evaluate with running BatchNorm statistics and no dropout
     "bn_group_size": (int, 0),        # norm=batch: training statistics over consecutive groups of this many
@@ -196,59 +196,59 @@ def get_base_config(model: str = "pix2pix") -> ml_collections.ConfigDict:
   objective's defaults of them (its ``CONFIG_DEFAULTS``) and its own keys (its ``CONFIG_KEYS``)."""
   objective = objectives.get(model)
   c = ml_collections.ConfigDict()
-  c.model = model
+  c.model = model               # the objective (jaxgan/objectives.py): pix2pix, cyclegan, ...
   # Data.
-  c.dataset = "demo:facades"
-  c.load_size = 286
-  c.crop_size = 256
-  c.preprocess = "resize_and_crop"
-  c.no_flip = False
+  c.dataset = "demo:facades"    # demo:<name>, folder:PATH or tfds:NAME[/CONFIG] (docs/data.md)
+  c.load_size = 286             # training images are resized to this (preprocess), then cropped
+  c.crop_size = 256             # training crop; test images are resized whole to it
+  c.preprocess = "resize_and_crop"   # the reference's --preprocess
+  c.no_flip = False             # True: no random horizontal flip in training
   c.direction = "AtoB"          # which side of a paired dataset is the input
-  c.input_nc = 3
-  c.output_nc = 3
-  c.skip_bad_images = False
+  c.input_nc = 3                # channels of A (the input): 1 gray, 3 RGB, 4 RGBA, more for multispectral
+  c.output_nc = 3               # channels of B (the target)
+  c.skip_bad_images = False     # True: skip unreadable images with a warning instead of stopping
   c.num_workers = -1            # Grain worker processes: -1 sized to the host (jaxgan.data.pipeline.data_parallelism),
                                 # 0 read in the training process (threads), N processes
   c.max_dataset_size = -1       # cap on examples per domain; -1 = all
   # Networks.
-  c.netG = "unet_256"
-  c.netD = "basic"
-  c.n_layers_D = 3
-  c.ngf = 64
-  c.ndf = 64
-  c.norm = "batch"
-  c.no_dropout = False
-  c.init_type = "normal"
-  c.init_gain = 0.02
+  c.netG = "unet_256"           # generator: resnet_<n>blocks or unet_<N>
+  c.netD = "basic"              # discriminator: basic (70x70 PatchGAN), n_layers (n_layers_D deep), pixel
+  c.n_layers_D = 3              # PatchGAN depth for netD=n_layers
+  c.ngf = 64                    # generator width (filters of the first conv)
+  c.ndf = 64                    # discriminator width
+  c.norm = "batch"              # batch, instance or none
+  c.no_dropout = False          # True: no dropout in the generator
+  c.init_type = "normal"        # weight initialisation
+  c.init_gain = 0.02            # its scale (normal: the standard deviation)
   c.no_antialias = True         # False: CUT's anti-aliased down/upsampling (blur-pool) in G's and D's strided layers
   c.no_antialias_up = True      # False: CUT's anti-aliased upsampling (fixed blur + 3x3 conv) in G
   # Objective (the objective's own keys are added from its CONFIG_KEYS below).
-  c.gan_mode = "vanilla"
+  c.gan_mode = "vanilla"        # GAN loss: vanilla (cross-entropy), lsgan (least squares), wgangp
   c.lambda_gp = 10.0            # gradient penalty weight, gan_mode=wgangp only
   # Optimisation and schedule.
-  c.batch_size = 1
-  c.lr = 2e-4
-  c.beta1 = 0.5
+  c.batch_size = 1              # the global batch over all devices and hosts
+  c.lr = 2e-4                   # Adam learning rate (constant for n_epochs, then linear decay)
+  c.beta1 = 0.5                 # Adam beta1
   c.adam_eps = 1e-8             # Adam's epsilon (the reference's, torch's default)
-  c.n_epochs = 100
-  c.n_epochs_decay = 100
+  c.n_epochs = 100              # epochs at the initial learning rate
+  c.n_epochs_decay = 100        # epochs of linear decay to 0 after them
   c.epoch_count = 1             # the epoch the schedule starts at (reference --epoch_count; continue/fine-tune)
   c.steps_per_epoch = -1        # -1: set by the training loop from the dataset size
   c.num_train_steps = -1        # > 0: exactly this many steps, decay over the second half
-  c.seed = 0
+  c.seed = 0                    # parameters, data order, dropout and pool draws
   # Numerics and memory.
   c.dtype = "float32"           # compute dtype; params, optimiser state and losses stay float32
-  c.remat = False
+  c.remat = False               # rematerialise generator blocks (less memory, more compute)
   c.ema_decay = 0.0             # > 0: keep an exponential moving average of the generators' weights; translate,
                                 # evaluate and the sample grids use it (0: off, the reference)
   # Loop.
-  c.checkpoint_every_steps = 1000
-  c.keep_checkpoints = 3
-  c.log_every_steps = 100
-  c.sample_every_steps = 500
+  c.checkpoint_every_steps = 1000   # and at the end and on SIGTERM
+  c.keep_checkpoints = 3        # newest checkpoints kept
+  c.log_every_steps = 100       # losses, lr, images/s to TensorBoard and the console
+  c.sample_every_steps = 500    # sample grids (TensorBoard, WORKDIR/web/index.html)
   c.eval_every_steps = 0        # 0: evaluate only at the end
-  c.eval_batches = -1
-  c.use_wandb = False
+  c.eval_batches = -1           # batches per evaluation (-1: the whole split)
+  c.use_wandb = False           # also log to Weights & Biases (wandb_project)
   for key, value in dict(getattr(objective, "CONFIG_DEFAULTS", {})).items():
     if key not in c:
       raise ValueError(f"{objective.__name__}.CONFIG_DEFAULTS sets {key!r}, which is not a shared config key; "

@@ -37,8 +37,12 @@ PAIRED = False                                     # unpaired domains
 STATE_KEYS = ("pool_size", "ema_decay")           # the image pools' shapes; whether the state keeps an EMA
 ONE_IMAGE_SIZE = ("CycleGAN's image pools hold images of one fixed shape (and every new size would compile the "
                   "train step again)")
-CONFIG_KEYS = {"lambda_A": 10.0, "lambda_B": 10.0, "lambda_identity": 0.5,
-               "pool_size": 50}   # its own config keys and defaults (another objective's config refuses them)
+CONFIG_KEYS = {   # its own config keys and defaults (another objective's config refuses them)
+    "lambda_A": 10.0,          # weight of the cycle loss A -> B -> A
+    "lambda_B": 10.0,          # weight of the cycle loss B -> A -> B
+    "lambda_identity": 0.5,    # identity loss weight, relative to lambda_A / lambda_B (0: off)
+    "pool_size": 50,           # images in each discriminator's pool of earlier fakes (0: no pool)
+}
 CONFIG_DEFAULTS = {"dataset": "demo:seasons", "netG": "resnet_9blocks", "norm": "instance", "no_dropout": True,
                    "gan_mode": "lsgan"}   # its defaults of the shared keys (the reference's CycleGAN options)
 IMPORT_SLOTS = {"G_A": "G_AB", "G_B": "G_BA", "D_A": "D_A", "D_B": "D_B"}   # reference roles -> params slots

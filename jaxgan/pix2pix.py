@@ -33,7 +33,9 @@ GENERATOR_FOR = {"AtoB": "G"}     # direction -> generator in ``params``
 PAIRED = True                     # trains on aligned A/B pairs
 STATE_KEYS = ("ema_decay",)       # config keys beyond the networks' that fix the state's shapes
 ONE_IMAGE_SIZE = ""               # why training needs one image size ('' : only a batch of > 1 does)
-CONFIG_KEYS = {"lambda_L1": 100.0}   # its own config keys and defaults (another objective's config refuses them)
+CONFIG_KEYS = {   # its own config keys and defaults (another objective's config refuses them)
+    "lambda_L1": 100.0,   # weight of the L1 loss between G(A) and B, beside the GAN loss
+}
 CONFIG_DEFAULTS = {"dataset": "demo:facades", "netG": "unet_256", "norm": "batch", "no_dropout": False,
                    "gan_mode": "vanilla"}   # its defaults of the shared keys (the reference's pix2pix options)
 IMPORT_SLOTS = {"G": "G", "D": "D"}   # the reference's saved roles (*_net_G.pth, ...) -> params slots
