@@ -15,35 +15,38 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPO = "jaxgan/jaxgan"     # GitHub owner/name the Colab badges and the install cell point at
-BRANCH = "main"
+# The project publishes no repository URL, so the notebooks clone nothing: on Colab the user uploads jaxgan
+# (a wheel from `pip wheel --no-deps .`, or the source folder zipped) and the install cell pip-installs it.
+OPEN_ON_COLAB = ("On Colab (or any Jupyter): upload this notebook, then upload jaxgan beside it -- a wheel "
+                 "built with `pip wheel --no-deps .` in jaxgan's folder, or that folder as `jaxgan.zip` -- and "
+                 "run the install cell, which pip-installs it. Where jaxgan is installed already, nothing is "
+                 "needed.")
 
-
-def badge(name: str) -> str:
-  url = f"https://colab.research.google.com/github/{REPO}/blob/{BRANCH}/notebooks/{name}"
-  return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
-
-
-INSTALL = f'''# Install jaxgan (on Colab). Skipped where jaxgan is already importable, e.g. in a local checkout.
-import importlib.util, os, subprocess, sys
+INSTALL = '''# Install jaxgan (on Colab: from the wheel or jaxgan.zip you uploaded). Skipped where jaxgan is importable.
+import glob, importlib.util, subprocess, sys, zipfile
 from pathlib import Path
 
 if importlib.util.find_spec("jaxgan") is None:
-  if not os.path.isdir("jaxgan"):
-    subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "jaxgan"], check=True)
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "./jaxgan"], check=True)
+  wheels = sorted(glob.glob("jaxgan-*.whl"))
+  if not wheels and Path("jaxgan.zip").exists() and not Path("jaxgan_src").exists():
+    zipfile.ZipFile("jaxgan.zip").extractall("jaxgan_src")
+  sources = [str(p.parent) for p in sorted(Path("jaxgan_src").glob("**/pyproject.toml"),
+                                                  key=lambda p: len(p.parts))] if not wheels else []
+  if not wheels and not sources:
+    raise SystemExit("jaxgan is not installed: upload a jaxgan wheel (pip wheel --no-deps . in jaxgan's folder) "
+                     "or jaxgan's folder as jaxgan.zip next to this notebook, then run this cell again")
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", (wheels or sources)[-1 if wheels else 0]],
+                 check=True)
   importlib.invalidate_caches()
 import jaxgan
 print("jaxgan", jaxgan.__version__, "from", Path(jaxgan.__file__).parent)'''
-
-REPO_URL = f'REPO_URL = "https://github.com/{REPO}.git"   # used only when jaxgan must be installed'
 
 
 def quickstart() -> nbformat.NotebookNode:
   cells = [
       new_markdown_cell(f"""# jaxgan quickstart
 
-{badge("quickstart.ipynb")}
+{OPEN_ON_COLAB}
 
 Train CycleGAN (or pix2pix) on jaxgan's built-in demo data -- generated on the fly, nothing to
 download -- look at the samples and the loss curves, score the model against its baselines,
@@ -63,8 +66,7 @@ MODEL = "cyclegan"          # "cyclegan": summer <-> winter (demo:seasons); "pix
 WORKDIR = "runs/quickstart"
 OVERRIDES = {{}}              # config keys set last, e.g. {{"num_train_steps": 300}}
 SCALE_TO_ACCELERATOR = True  # on a GPU/TPU: larger images, wider networks, more steps than the CPU demo
-TRY_PRETRAINED = True        # download and import the authors' horse2zebra CycleGAN (needs the network)
-{REPO_URL}''', metadata={"tags": ["parameters"]}),
+TRY_PRETRAINED = True        # download and import the authors' horse2zebra CycleGAN (needs the network)''', metadata={"tags": ["parameters"]}),
       new_markdown_cell("## Install"),
       new_code_cell(INSTALL),
       new_markdown_cell("## The accelerator"),
@@ -231,7 +233,7 @@ def custom_loop() -> nbformat.NotebookNode:
   cells = [
       new_markdown_cell(f"""# jaxgan in your own training loop
 
-{badge("custom_loop.ipynb")}
+{OPEN_ON_COLAB}
 
 jaxgan's objectives are pure functions: `init(rng, config, batch)`, `train_step(state, batch,
 config=...)` and `translate(state, images, config=...)`. This notebook uses them without
@@ -249,8 +251,7 @@ CHECKPOINT_EVERY = 200
 CYCLEGAN_STEPS = 200  # the CycleGAN section at the end
 CYCLEGAN_NGF = 16
 CYCLEGAN_NETG = "resnet_6blocks"
-WORKDIR = "runs/custom_loop"
-{REPO_URL}''', metadata={"tags": ["parameters"]}),
+WORKDIR = "runs/custom_loop"''', metadata={"tags": ["parameters"]}),
       new_code_cell(INSTALL),
       new_markdown_cell("""## Your data: numpy arrays
 

@@ -124,4 +124,6 @@ def test_notebooks_are_committed_clean(name):
   nbformat.validate(nb)
   code = [c for c in nb.cells if c.cell_type == "code"]
   assert code and all(not c.outputs and c.execution_count is None for c in code)
-  assert "colab.research.google.com" in nb.cells[0].source
+  assert "On Colab" in nb.cells[0].source                       # says how to open it there
+  text = "\n".join(c.source for c in nb.cells)
+  assert "github.com/" not in text and "git clone" not in text    # the project publishes no repository to clone
