@@ -40,9 +40,17 @@ GENERATOR_FOR = {"AtoB": "G"}
 PAIRED = False
 STATE_KEYS = ("netF_nc", "nce_layers", "ema_decay", "no_antialias", "no_antialias_up")
 ONE_IMAGE_SIZE = ""
-CONFIG_KEYS = {"lambda_GAN": 1.0, "lambda_NCE": 1.0, "nce_idt": True, "nce_layers": (0, 4, 8, 12, 16),
-               "nce_T": 0.07, "num_patches": 256, "netF_nc": 256, "flip_equivariance": False,
-               "nce_includes_all_negatives_from_minibatch": False}   # the authors' CUT_mode=CUT defaults
+CONFIG_KEYS = {   # the authors' options with their CUT_mode=CUT defaults (FastCUT: lambda_NCE 10, nce_idt off, flip on)
+    "lambda_GAN": 1.0,           # weight of the GAN loss GAN(G(A))
+    "lambda_NCE": 1.0,           # weight of PatchNCE(G(A), A) (each layer's loss; the mean over the layers)
+    "nce_idt": True,             # also PatchNCE(G(B), B), the identity term: NCE = 0.5 (NCE_X + NCE_Y)
+    "nce_layers": (0, 4, 8, 12, 16),   # G's layers for PatchNCE: indices into the authors' nn.Sequential
+    "nce_T": 0.07,               # PatchNCE temperature
+    "num_patches": 256,          # patch positions per layer (drawn per step; the same for every image)
+    "netF_nc": 256,              # width of the patch head F's 2-layer MLP
+    "flip_equivariance": False,  # flip the batch horizontally with probability 0.5 before G (FastCUT)
+    "nce_includes_all_negatives_from_minibatch": False,   # negatives from every image of the batch
+}
 CONFIG_DEFAULTS = {"dataset": "demo:seasons", "netG": "resnet_9blocks", "norm": "instance", "no_dropout": True,
                    "gan_mode": "lsgan", "init_type": "xavier", "no_antialias": False, "no_antialias_up": False,
                    "n_epochs": 200, "n_epochs_decay": 200}   # the authors' base/train options

@@ -1,6 +1,6 @@
 """The fixed blur layers of the anti-aliased CUT networks (Zhang 2019, as CUT's ``networks.py`` uses them).
 
-NHWC, plain JAX (``lax.conv_general_dilated``), no parameters: the filters are
+NHWC, plain JAX (shifted slices and sums, separable per axis), no parameters: the filters are
 constants, which the authors' checkpoints hold as ``filt`` buffers
 (``[C, 1, k, k]``, the same 2-D filter repeated per channel).
 
@@ -29,27 +29,46 @@ def blur_filter(size: int) -> np.ndarray:
   return (f / f.sum()).astype(np.float32)
 
 
-def _depthwise(x: jax.Array, filt: np.ndarray, *, stride: int = 1, lhs_dilation: int = 1,
-               padding=((0, 0), (0, 0))) -> jax.Array:
-  c = x.shape[-1]
-  k = jnp.asarray(np.tile(filt[:, :, None, None], (1, 1, 1, c)), x.dtype)   # HWIO, I = 1 per group
-  return lax.conv_general_dilated(x, k, (stride, stride), padding, lhs_dilation=(lhs_dilation, lhs_dilation),
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c,
-                                  precision=lax.Precision.HIGHEST)
+def _down_1d(x: jax.Array, axis: int) -> jax.Array:
+  """Along ``axis``: reflect pad 1, [1,2,1]/4, stride 2: ``y[i] = (x[2i-1] + 2 x[2i] + x[2i+1]) / 4``."""
+  n = x.shape[axis]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (1, 1)
+  xp = jnp.pad(x, pad, mode="reflect")
+  m = (n - 1) // 2 + 1   # the conv's output length: floor((n + 2 - 3) / 2) + 1
+
+  def tap(k):   # xp[2i + k] for i < m
+    return lax.slice_in_dim(xp, k, k + 2 * (m - 1) + 1, stride=2, axis=axis)
+
+  return (tap(0) + 2.0 * tap(1) + tap(2)) * 0.25
+
+
+def _up_1d(x: jax.Array, axis: int) -> jax.Array:
+  """Along ``axis``: the transposed [1,3,3,1]/4 blur of stride 2 after a replicate pad, cropped as the
+  authors: ``y[2i] = (x[i-1] + 3 x[i]) / 4``, ``y[2i+1] = (3 x[i] + x[i+1]) / 4`` (edges replicated)."""
+  n = x.shape[axis]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (1, 1)
+  xp = jnp.pad(x, pad, mode="edge")
+  prev, mid, nxt = (lax.slice_in_dim(xp, k, k + n, axis=axis) for k in (0, 1, 2))
+  even, odd = (prev + 3.0 * mid) * 0.25, (3.0 * mid + nxt) * 0.25
+  y = jnp.stack([even, odd], axis=axis + 1)   # interleave: index 2i, 2i+1
+  shape = list(x.shape)
+  shape[axis] = 2 * n
+  return y.reshape(shape)
 
 
 def blur_downsample(x: jax.Array) -> jax.Array:
-  """Anti-aliased stride-2 downsampling: reflect pad 1, depthwise [1,2,1]^2/16 blur, stride 2 (NHWC)."""
-  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-  return _depthwise(x, blur_filter(3), stride=2)
+  """Anti-aliased stride-2 downsampling: reflect pad 1, depthwise [1,2,1]^2/16 blur, stride 2 (NHWC).
+
+  The 2-D filter is the outer product of [1,2,1]/4 with itself, so it runs as two 1-D passes of shifted
+  slices (the same sums as the depthwise conv; XLA:CPU's grouped convolutions are slow)."""
+  return _down_1d(_down_1d(x, 1), 2)
 
 
 def blur_upsample(x: jax.Array) -> jax.Array:
   """Anti-aliased 2x upsampling: replicate pad 1, depthwise transposed [1,3,3,1]^2/64*4 blur (stride 2,
-  padding 2), rows/columns 1..2H of the result (the authors' crop). ``[N,H,W,C] -> [N,2H,2W,C]``."""
-  h, w = x.shape[1], x.shape[2]
-  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-  # A transposed conv of stride s, padding p, kernel k is a conv of the s-dilated input padded k-1-p per side
-  # with the flipped kernel (this one is symmetric): 4 - 1 - 2 = 1. Output 2(H+2)-1+2-3 = 2H+2 rows.
-  y = _depthwise(x, blur_filter(4) * 4.0, lhs_dilation=2, padding=((1, 1), (1, 1)))
-  return y[:, 1:2 * h + 1, 1:2 * w + 1, :]
+  padding 2), rows/columns 1..2H of the result (the authors' crop). ``[N,H,W,C] -> [N,2H,2W,C]``.
+
+  Separable like :func:`blur_downsample`: per axis the transposed [1,3,3,1]/4 blur, as shifted slices."""
+  return _up_1d(_up_1d(x, 1), 2)
