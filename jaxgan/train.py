@@ -88,10 +88,13 @@ def _program_name(model, what: str) -> str:
 
 def init_state(model, config: ml_collections.ConfigDict, batch: Mapping[str, Any], seed: int) -> Any:
   """``model.init`` on ``batch`` (jitted, compiled once per config), from ``PRNGKey(seed)``."""
-  key = ("init", model.__name__, _config_key(config))
+  from jax._src import core as jax_core   # pylint: disable=import-outside-toplevel
+  # compiler options are for a top-level jit only: under an outer trace (jax.eval_shape of this) none are set
+  top_level = jax_core.trace_state_clean()
+  key = ("init", model.__name__, _config_key(config), top_level)
   if key not in _COMPILED:
-    _COMPILED[key] = jax.jit(lambda rng, b: model.init(rng, config, b),
-                             compiler_options=nets.init_compiler_options())   # threefry init: see nets
+    _COMPILED[key] = jax.jit(lambda rng, b: model.init(rng, config, b),   # threefry init: see nets
+                             compiler_options=nets.init_compiler_options() if top_level else None)
   args = (nets.to_key(int(seed)), batch)   # the threefry key of the seed, whatever jax_default_prng_impl
   init = aot_cache.compile_cached(_COMPILED[key], args, name=_program_name(model, "init"),
                                   parts=(_config_key(config),))   # the jaxgan program: no tracing on a restart
