@@ -11,8 +11,8 @@
 # 3. XLA's memory for CycleGAN with and without remat at 256/512/1024, and a real 1024x1024 step with remat;
 # 4. the input pipeline's examples/s against the host's limit (benchmark --data);
 # 5. all-reduce count and bytes of the data-parallel steps after XLA:GPU's passes (several GPUs);
-# 6. images/s against device count when there are several GPUs.
-# The precision table (docs/precision.md) is emulated on a CPU: scripts/precision_table.py.
+# 6. the precision table measured natively (bf16 and the GPU's TF32 against float32 at highest);
+# 7. images/s against device count when there are several GPUs.
 #
 # Every measurement is one JSON line in OUT_DIR/gpu_check.jsonl (the benchmark's own fields); a
 # markdown table of them is OUT_DIR/gpu_check.md. Each part has its own time limit and the whole
@@ -103,7 +103,10 @@ if (( N > 1 )); then
   part pix2pix_collectives  90 $PY scripts/benchmark.py --sharded-flops --model pix2pix --netG unet_128 --norm batch \
       --size 128 --width 64 --devices "$N" --no-flops
 fi
-# 6. scaling with devices (only when there are several)
+# 6. numerics on the device itself: one step's gradient error against exact float32 under bf16 and the
+#    GPU's own TF32 default (docs/precision.md has the CPU emulation of the same table)
+part precision_native 120 $PY scripts/precision_table.py --native --settings bf16,tf32 --size 128 --ngf 32
+# 7. scaling with devices (only when there are several)
 if (( N > 1 )); then
   for d in 1 $N; do
     part "cyclegan_b16_bf16_${d}dev" 60 env CUDA_VISIBLE_DEVICES=$(seq -s, 0 $((d - 1))) \

@@ -1,6 +1,6 @@
 """Gradient error of one training step under reduced-precision settings, against exact float32.
 
-    python scripts/precision_table.py [--size 128] [--ngf 32] [--models cyclegan,pix2pix] [--settings ...]
+    python scripts/precision_table.py [--size 128] [--ngf 32] [--models cyclegan,pix2pix] [--settings ...] [--native]
 
 For each model (CycleGAN: resnet_9blocks + instance norm; pix2pix: unet at
 ``--size`` + batch norm), one state is initialised, then the generator and
@@ -206,6 +206,10 @@ def main(argv=None) -> None:
   p.add_argument("--models", default="cyclegan,pix2pix")
   p.add_argument("--settings", default=",".join(s for s in SETTINGS if s != "highest"))
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--native", action="store_true",
+                 help="on a GPU/TPU: no emulation, each setting's config runs as the device runs it (tf32 = "
+                      "float32 at matmul_precision default on the GPU itself; the tpu-* rows only mean "
+                      "something on a TPU)")
   args = p.parse_args(argv)
   layers.target_platform = lambda: "gpu"   # trace the layer forms GPUs and TPUs run (the plain ones)
   rows = []
@@ -223,7 +227,7 @@ def main(argv=None) -> None:
       dtype, precision, emulate = SETTINGS[setting]
       c = base.copy_and_resolve_references()
       c.dtype, c.matmul_precision = dtype, precision
-      return jax.device_get(step_grads(module, c, state, batch, emulate))
+      return jax.device_get(step_grads(module, c, state, batch, None if args.native else emulate))
 
     ref = grads_for("highest")
     for setting in args.settings.split(","):
