@@ -105,7 +105,8 @@ if (( N > 1 )); then
 fi
 # 6. numerics on the device itself: one step's gradient error against exact float32 under bf16 and the
 #    GPU's own TF32 default (docs/precision.md has the CPU emulation of the same table)
-part precision_native 120 $PY scripts/precision_table.py --native --settings bf16,tf32 --size 128 --ngf 32
+part precision_native 120 bash -c "$PY scripts/precision_table.py --native --settings bf16,tf32 --size 128 --ngf 32 \
+    > '$OUT_DIR/precision_native.md'"   # the markdown table
 # 7. scaling with devices (only when there are several)
 if (( N > 1 )); then
   for d in 1 $N; do
