@@ -57,6 +57,21 @@ def test_registered_with_its_keys():
     config_lib.check_objective_keys(c)
 
 
+def test_recipes_are_the_authors_presets():
+  from jaxgan.commands import config_args
+  cut_c, fast_c, demo = (config_args.load_config_file(n) for n in ("cut_horse2zebra", "fastcut_horse2zebra",
+                                                                     "cut_demo"))
+  for c in (cut_c, fast_c, demo):
+    config_lib.validate(c)
+    assert c.model == "cut"
+  assert not cut_c.no_antialias and not cut_c.no_antialias_up and not fast_c.no_antialias
+  assert (cut_c.lambda_NCE, cut_c.nce_idt, cut_c.flip_equivariance, cut_c.n_epochs, cut_c.n_epochs_decay) == (
+      1.0, True, False, 200, 200)
+  assert (fast_c.lambda_NCE, fast_c.nce_idt, fast_c.flip_equivariance, fast_c.n_epochs, fast_c.n_epochs_decay) == (
+      10.0, False, True, 150, 50)
+  assert cut_c.dataset == fast_c.dataset == "tfds:cycle_gan/horse2zebra" and demo.dataset == "demo:seasons"
+
+
 def test_patch_nce_loss_matches_its_definition_and_detaches_keys():
   rng = np.random.default_rng(0)
   q = rng.normal(size=(2, 5, 4)).astype(np.float32)
@@ -227,3 +242,61 @@ def test_iteration_matches_reference(mode, monkeypatch):
     PS.compare_update(name, before[name], new_state.params[name], _tree(net, name), _tree(net, name, grad),
                       float(cfg.lr), "instance", report)
   print(mode, report)
+
+
+# ----------------------------------------------------------------------------- 8 devices
+
+
+def _eight_device_worker() -> dict:
+  """Run in a subprocess with 8 fake CPU devices: one CUT step over the 8-device mesh vs one device."""
+  import jax
+  from jaxgan import parallel
+  assert jax.device_count() == 8
+  out = {}
+  for mode in ("CUT", "FastCUT"):
+    # ngf = ndf = 8 as tests/test_parallel.py: at 4 an instance-norm channel is near-constant and turns the
+    # blockings' float rounding into 2e-3 of G's largest gradient (FastCUT); at 8 it is 7e-6.
+    cfg = tiny_cut_config(batch_size=8, netG="resnet_1blocks", nce_layers=(0, 4, 8, 12), ngf=8, ndf=8,
+                          **CASES[mode])
+    rng = np.random.default_rng(0)
+    batch = {k: rng.uniform(-1, 1, (8, SIZE, SIZE, 3)).astype(np.float32) for k in ("A", "B")}
+    seed = 0
+    while bool(cut.step_draws(jax.random.PRNGKey(seed), 0, cfg)[0]) != bool(cfg.flip_equivariance):
+      seed += 1
+    state = cut.init(seed, cfg, batch)
+    state = state.replace(rng=jax.random.PRNGKey(seed))
+    one, m_one = jax.jit(functools.partial(cut.train_step, config=cfg))(state, batch)
+    mesh = parallel.make_mesh()
+    step = parallel.jit_train_step(cut.train_step, cfg, mesh, donate=False)
+    many, m_many = step(parallel.replicate(state, mesh), parallel.shard_batch(batch, mesh))
+    grads = 0.0   # after one Adam step mu = (1 - beta1) * grad: the gradients, relative to each network's largest
+    for net in ("G", "D", "F"):
+      pairs = [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in
+               zip(jax.tree.leaves(one.opt_state[net][0].mu), jax.tree.leaves(many.opt_state[net][0].mu))]
+      top = max(float(np.abs(a).max()) for a, _ in pairs)
+      grads = max(grads, max(float(np.abs(a - b).max()) for a, b in pairs) / top)
+    metrics = max(abs(float(m_one[k]) - float(m_many[k])) / max(abs(float(m_one[k])), 1e-6) for k in m_one)
+    out[mode] = {"grads": grads, "metrics": metrics, "keys": sorted(m_one)}
+  return out
+
+
+@pytest.mark.slow   # 90 s on the 2-core CI machine (an 8-device compile of each step): python -m pytest -m slow
+def test_eight_devices_equal_one_device():
+  """One CUT and one FastCUT step sharded over 8 fake devices: the one-device losses and gradients of every
+  network (patch positions and the flip are the same draws on every device)."""
+  import json
+  import os
+  import subprocess
+  import sys
+  from pathlib import Path
+  here = Path(__file__).resolve().parent
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  code = f"import sys, json; sys.path.insert(0, {str(here)!r}); import test_cut; print(json.dumps(test_cut._eight_device_worker()))"
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+                        cwd=str(here.parent))
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  r = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+  for mode, rep in r.items():
+    assert rep["metrics"] < 1e-5, (mode, rep)
+    assert rep["grads"] < 1e-4, (mode, rep)
+  assert "NCE_Y" in r["CUT"]["keys"] and "NCE_Y" not in r["FastCUT"]["keys"]
