@@ -281,9 +281,11 @@ def _eight_device_worker() -> dict:
 
 
 @pytest.mark.slow   # 90 s on the 2-core CI machine (an 8-device compile of each step): python -m pytest -m slow
-def test_eight_devices_equal_one_device():
+def test_eight_devices_equal_one_device(request):
   """One CUT and one FastCUT step sharded over 8 fake devices: the one-device losses and gradients of every
   network (patch positions and the flip are the same draws on every device)."""
+  if "slow" not in (request.config.getoption("markexpr") or ""):
+    pytest.skip("slow: run with -m slow")
   import json
   import os
   import subprocess
