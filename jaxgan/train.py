@@ -149,7 +149,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   workdir = Path(workdir).absolute()
   if workdir.exists() and not workdir.is_dir():
     raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory: give a folder for the run")
-  if checkpoint.checkpoint_dir(workdir).is_dir():   # a workdir this config cannot train: refused, nothing written
+  # A workdir this config cannot train is refused before the lock file is written (one process: Orbax's
+  # manager synchronises the processes of a job as it is built, so a job checks after the lock, below).
+  if jax.process_count() == 1 and checkpoint.checkpoint_dir(workdir).is_dir():
     reader = checkpoint.Checkpointer(workdir, read_only=True)
     try:
       reader.check_config(config.to_dict())
