@@ -18,7 +18,7 @@ MLP head of 256 (netF_nc), nce_T 0.07, the identity NCE term on (nce_idt), no fl
 pool; Adam 2e-4 / (0.5, 0.999) for G, D and F; batch 1; resize 286 -> random crop 256 + flip; 200 epochs
 constant + 200 of linear decay (an epoch is max(|A|, |B|) steps, 1334 for horse2zebra).
 
-Published: FID 45.5 on horse2zebra (pytorch-fid, fakes of the 120 test horses against the test zebras;
+Result: the published FID 45.5 on horse2zebra (pytorch-fid, fakes of the 120 test horses against the test zebras;
 CycleGAN 77.2, FastCUT 73.4). Not run here (534k steps; weeks on the 2-core development CPU): the
 cut_demo recipe finishes in minutes.
 """

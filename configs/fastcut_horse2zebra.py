@@ -12,7 +12,7 @@ flip-equivariance (the batch flipped horizontally with probability 0.5 before G,
 flipped back), 150 epochs constant + 50 of linear decay. FastCUT is published as about half CycleGAN's
 memory and twice its training speed (one generator, one discriminator, no identity pass).
 
-Published: FID 73.4 on horse2zebra (CUT 45.5, CycleGAN 77.2). Not run here (267k steps).
+Result: the published FID 73.4 on horse2zebra (CUT 45.5, CycleGAN 77.2). Not run here (267k steps).
 """
 import importlib.util
 from pathlib import Path
