@@ -39,6 +39,7 @@ DIRECTIONS = ("AtoB",)
 GENERATOR_FOR = {"AtoB": "G"}
 PAIRED = False
 STATE_KEYS = ("netF_nc", "nce_layers", "ema_decay", "no_antialias", "no_antialias_up")
+IMPORT_SLOTS = {"G": "G", "D": "D", "F": "F"}   # the authors' saved roles (latest_net_G/D/F.pth) -> params slots
 ONE_IMAGE_SIZE = ""
 CONFIG_KEYS = {   # the authors' options with their CUT_mode=CUT defaults (FastCUT: lambda_NCE 10, nce_idt off, flip on)
     "lambda_GAN": 1.0,           # weight of the GAN loss GAN(G(A))

@@ -12,8 +12,9 @@ HELP = "import the authors' PyTorch .pth networks into a jaxgan workdir (transla
 EPILOG = """\
 The network (netG resnet_<n>blocks / unet_<N>, netD basic / n_layers / pixel), norm, ResNet dropout,
 channels and ngf/ndf are read from the weights; roles from the reference's file names
-(*_net_G.pth, *_net_D.pth, *_net_G_A.pth, *_net_G_B.pth, *_net_D_A.pth, *_net_D_B.pth) or --roles.
+(*_net_G.pth, *_net_D.pth, *_net_F.pth, *_net_G_A.pth, *_net_G_B.pth, *_net_D_A.pth, *_net_D_B.pth) or --roles.
   G + D                      -> pix2pix (trainable)
+  CUT/FastCUT (anti-aliased filt buffers, an F file, or --model cut): G -> translate only; G + D + F -> trainable
   G_A + G_B + D_A + D_B      -> CycleGAN (trainable)
   G_A + G_B                  -> CycleGAN, translate/evaluate only
   one generator (G, G_A, G_B; the authors' released models) -> translate only, in the direction it was trained for
@@ -35,7 +36,7 @@ def add_parser(subparsers) -> None:
   p.add_argument("--direction", choices=("AtoB", "BtoA"), default=None,
                  help="config.direction: which side of a dataset is the input (G_B alone: BtoA)")
   p.add_argument("--roles", default=None, metavar="ROLE,...",
-                 help="one role per file, in order, when the names do not say: G, D, G_A, G_B, D_A, D_B")
+                 help="one role per file, in order, when the names do not say: G, D, F, G_A, G_B, D_A, D_B")
   p.add_argument("--norm", choices=config_lib.NORMS, default=None,
                  help="the norm, when the weights cannot tell (only instance vs none with conv biases)")
   group = p.add_mutually_exclusive_group()

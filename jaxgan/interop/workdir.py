@@ -14,6 +14,10 @@ What the networks make (roles from the reference's file names, or given):
 * ``G`` + ``D``: pix2pix, trainable;
 * ``G_A`` + ``G_B`` + ``D_A`` + ``D_B``: CycleGAN, trainable;
 * ``G_A`` + ``G_B``: CycleGAN for translate / evaluate (no discriminators: not trainable);
+* CUT (taesungp/contrastive-unpaired-translation; chosen by ``model="cut"``, or by the networks:
+  an anti-aliased layout, i.e. ``filt`` buffers, or an ``F`` file): ``G`` alone is a translate-only
+  ``cut`` workdir (the authors' released CUT/FastCUT models), ``G`` + ``D`` + ``F`` a trainable one;
+  ``config.no_antialias`` / ``no_antialias_up`` / ``netF_nc`` come from the weights;
 * one generator (``G``, ``G_A`` or ``G_B``; the authors' released models): a
   translate-only workdir of the pix2pix kind, i.e. one generator that maps its
   input to its output (``translate --direction AtoB``); ``config.direction``
@@ -130,7 +134,20 @@ def plan_import(nets: Sequence[ImportedNet], *, model: str | None = None, direct
   gens = [r for r in ("G", "G_A", "G_B") if r in roles]
   notes: list[str] = []
   translate_only = None
-  if roles in ({"G"}, {"G_A"}, {"G_B"}):
+  cut_like = [n for n in nets if n.spec.antialiased or n.role == "F"]
+  if cut_like and model not in (None, "cut"):
+    raise _fail(nets, f"{cut_like[0].path} is a CUT network ({cut_like[0].spec.describe()}): a {model} model "
+                      "cannot hold it; import it with --model cut")
+  if model == "cut" or (model is None and cut_like):
+    if not roles <= {"G", "D", "F"} or "G" not in roles or roles == {"G", "D"} or roles == {"G", "F"}:
+      raise _fail(nets, f"roles {sorted(roles)}: a CUT import is the generator alone (latest_net_G.pth; translate "
+                        "only) or a training run's latest_net_G.pth + latest_net_D.pth + latest_net_F.pth (trainable)")
+    trained_as = workdir_model = "cut"
+    slots = _slots(workdir_model, by_role)
+    if roles == {"G"}:
+      translate_only = ("it holds the generator (latest_net_G.pth) and no discriminator or patch head; to "
+                        "fine-tune, import the run's latest_net_D.pth and latest_net_F.pth with it")
+  elif roles in ({"G"}, {"G_A"}, {"G_B"}):
     role = gens[0]
     trained_as = model or ("cyclegan" if role != "G" else "pix2pix")
     workdir_model, slots = "pix2pix", {"G": by_role[role]}
@@ -171,7 +188,7 @@ def plan_import(nets: Sequence[ImportedNet], *, model: str | None = None, direct
   gen_nets = [n for s, n in slots.items() if s.startswith("G")]
   disc_nets = [n for s, n in slots.items() if s.startswith("D")]
   all_nets = list(slots.values())
-  norm = _same(all_nets, "norm", lambda n: n.spec.norm)
+  norm = _same(gen_nets + disc_nets, "norm", lambda n: n.spec.norm)
   netG = _same(gen_nets, "netG", lambda n: n.spec.net)
   ngf = _same(gen_nets, "ngf", lambda n: n.spec.width)
   recorded = _same(gen_nets, "dropout", lambda n: n.spec.use_dropout)
@@ -191,11 +208,12 @@ def plan_import(nets: Sequence[ImportedNet], *, model: str | None = None, direct
   if "G_BA" in slots and (slots["G_BA"].spec.input_nc, slots["G_BA"].spec.output_nc) != (output_nc, input_nc):
     raise _fail(all_nets, f"G_A maps {input_nc} -> {output_nc} channels but G_B maps "
                           f"{slots['G_BA'].spec.input_nc} -> {slots['G_BA'].spec.output_nc}; G_B must map back")
-  want_d = {"D": input_nc + output_nc, "D_A": output_nc, "D_B": input_nc}
+  cut = workdir_model == "cut"
+  want_d = {"D": output_nc if cut else input_nc + output_nc, "D_A": output_nc, "D_B": input_nc}
   for s in ("D", "D_A", "D_B"):
     if s in slots and slots[s].spec.input_nc != want_d[s]:
-      why = {"D": "pix2pix's D sees input and output together", "D_A": "D_A judges B images",
-             "D_B": "D_B judges A images"}[s]
+      why = {"D": "CUT's D judges output images" if cut else "pix2pix's D sees input and output together",
+             "D_A": "D_A judges B images", "D_B": "D_B judges A images"}[s]
       raise _fail(all_nets, f"{slots[s].path}: the discriminator takes {slots[s].spec.input_nc} channels, "
                             f"expected {want_d[s]} ({why}, with generators of {input_nc} -> {output_nc} channels)")
 
@@ -214,6 +232,14 @@ def plan_import(nets: Sequence[ImportedNet], *, model: str | None = None, direct
     config.netG, config.ngf, config.norm = netG, int(ngf), norm
     config.input_nc, config.output_nc = int(input_nc), int(output_nc)
     config.no_dropout = not bool(recorded)
+    if cut:
+      config.no_antialias, config.no_antialias_up = g.spec.no_antialias, g.spec.no_antialias_up
+      if disc_nets and disc_nets[0].spec.no_antialias != g.spec.no_antialias:
+        raise _fail(all_nets, f"the generator's down steps are {'plain' if g.spec.no_antialias else 'anti-aliased'} "
+                              f"but the discriminator's are {'plain' if disc_nets[0].spec.no_antialias else 'anti-aliased'}"
+                              "; one config.no_antialias sets both (the authors' --no_antialias)")
+      if "F" in slots:
+        config.netF_nc = int(slots["F"].spec.width)
     if disc_nets:
       config.netD = _same(disc_nets, "netD", lambda n: n.spec.net)
       config.ndf = int(_same(disc_nets, "ndf", lambda n: n.spec.width))
@@ -262,6 +288,10 @@ def build_state(plan: ImportPlan) -> tuple[Any, dict]:
     for what, old, new in (("params", params[slot], new_p), ("batch_stats", stats[slot], new_s)):
       a = jax.tree_util.tree_map(lambda x: (tuple(x.shape), str(x.dtype)), old)
       b = jax.tree_util.tree_map(lambda x: (tuple(x.shape), str(x.dtype)), new)
+      if a != b and slot == "F":   # the patch head's MLPs take G's channels at config.nce_layers
+        raise ValueError(f"{net.path}: the patch head F's MLP input sizes do not fit G's features at "
+                         f"config.nce_layers={tuple(config.nce_layers)} (F: {jax.tree_util.tree_leaves(b)[:2]}); "
+                         "pass the run's recipe (--config) with its nce_layers")
       if a != b:  # pragma: no cover - detection and jaxgan.models disagree
         raise ValueError(f"internal: the imported {slot} {what} do not fit the {config.model} state "
                          f"({net.path})")
