@@ -150,3 +150,113 @@ def test_filt_buffers_must_be_the_fixed_blur(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("jaxgan import-torch: error: ") and all(e in err for e in expected), (i, err)
     assert not wd.exists()
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def cut_nets(seed: int, layout: str = "antialiased") -> dict:
+  """A CUT run's three networks as the authors' code saves them (F built for G's features at 0,4,8,12,16)."""
+  g = cut_G(seed, layout)
+  d = R.randomize_(RC.NLayerDiscriminator(3, 8, 2, "instance", no_antialias=LAYOUTS[layout][0]), seed + 1)
+  with torch.no_grad():
+    chans = [f.shape[1] for f in g(torch.zeros(1, 3, 32, 32), [0, 4, 8, 12, 16], encode_only=True)]
+  torch.manual_seed(seed)
+  return {"G": g, "D": d, "F": RC.PatchSampleF(chans, 16)}
+
+
+@pytest.mark.parametrize("layout", ["antialiased", "no_antialias_up"])
+def test_cut_run_import_then_export_gives_back_the_same_tensors(tmp_path, layout):
+  """G + D + F of a CUT run -> a trainable cut workdir -> export: the same keys (filt buffers included), in
+  the same order, and the same tensors."""
+  nets = cut_nets(11, layout)
+  files = []
+  for role, net in nets.items():
+    files.append(tmp_path / f"latest_net_{role}.pth")
+    torch.save(net.state_dict(), files[-1])
+  wd, out = tmp_path / "wd", tmp_path / "out"
+  assert run_cli("import-torch", *files, "--workdir", wd, "--config", "cut_demo") == 0
+  meta = read_meta(wd)
+  assert checkpoint.TRANSLATE_ONLY_KEY not in meta
+  c = meta["config"]
+  assert (c["model"], c["netD"], c["n_layers_D"], c["netF_nc"], c["no_antialias"], c["no_antialias_up"]) == \
+      ("cut", "n_layers", 2, 16) + LAYOUTS[layout]
+  assert run_cli("export", "--workdir", wd, "--format", "pth", "--output", out) == 0
+  assert files_under(out) == ["latest_net_D.pth", "latest_net_F.pth", "latest_net_G.pth"]
+  for role, net in nets.items():
+    back, original = torch.load(out / f"latest_net_{role}.pth", weights_only=True), net.state_dict()
+    assert list(back) == list(original), role
+    assert all(back[k].dtype == v.dtype and torch.equal(back[k], v) for k, v in original.items()), role
+
+
+def make_cut_workdir(path: Path, config, trained: bool) -> Path:
+  """A tiny jaxgan CUT model saved as a run saves it: two real train steps (``trained``), or random
+  weights in the state's shapes; the EMA apart from the weights either way (translate and export use it)."""
+  from jaxgan import objectives, train
+  import jax.numpy as jnp
+  rng = np.random.default_rng(8)
+  batch = {k: rng.uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32) for k in ("A", "B")}
+  if trained:
+    import functools
+    from jaxgan import cut
+    state = cut.init(jax.random.PRNGKey(0), config, batch)
+    step = jax.jit(functools.partial(cut.train_step, config=config))
+    for _ in range(2):
+      state, metrics = step(state, batch)
+    assert np.isfinite(float(metrics["G"]))
+  else:
+    abstract = objectives.abstract_state(config, {k: v.shape for k, v in batch.items()})
+    state = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)
+    params = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(0, 0.3, s.shape), s.dtype), abstract.params)
+    state = state.replace(params=params, rng=jax.random.PRNGKey(0).astype(abstract.rng.dtype))
+  ema = jax.tree_util.tree_map(lambda x: x + 0.05 * np.std(x) * rng.standard_normal(x.shape).astype(x.dtype),
+                               {"G": state.params["G"]})
+  state = state.replace(ema=ema)
+  ckpt = checkpoint.Checkpointer(path, keep=0, async_save=False)
+  ckpt.save(int(state.step), state, meta=train.make_meta(config, batch))
+  ckpt.wait()
+  ckpt.close()
+  return path
+
+
+@pytest.mark.parametrize("trained", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["random", "trained"])
+def test_jaxgan_cut_exports_for_the_authors_networks(request, tmp_path, capsys, trained):
+  """A jaxgan CUT model's latest_net_{G,D,F}.pth load with strict=True into the authors' networks; G gives
+  translate --eval's PNGs within 1 level, D and F the Flax networks' outputs."""
+  if trained and "slow" not in (request.config.getoption("markexpr") or ""):
+    pytest.skip("slow (two compiled CUT steps, ~30 s on 2 cores): run with -m slow")
+  from jaxgan import config as config_lib, cut
+  config = config_lib.get_base_config("cut")
+  config.update(dict(netG="resnet_1blocks", ngf=4, ndf=4, netD="n_layers", n_layers_D=2, crop_size=32,
+                     load_size=32, batch_size=1, num_train_steps=10, num_patches=8, netF_nc=8, ema_decay=0.9))
+  wd = make_cut_workdir(tmp_path / "wd", config, trained)
+  images = np.random.default_rng(9).integers(0, 256, (2, 32, 40, 3), dtype=np.uint8)
+  pngs = translate(wd, tmp_path, images, "--eval")
+  out = tmp_path / "pth"
+  capsys.readouterr()
+  assert run_cli("export", "--workdir", wd, "--format", "pth", "--output", out) == 0
+  err = capsys.readouterr().err
+  assert "--model cut" in err and "--normG instance" in err and "--netF_nc 8" in err and "--no_antialias" not in err
+  assert files_under(out) == ["latest_net_D.pth", "latest_net_F.pth", "latest_net_G.pth"]
+  g = RC.ResnetGenerator(3, 3, 4, "instance", 1)
+  g.load_state_dict(torch.load(out / "latest_net_G.pth", weights_only=True), strict=True)
+  assert np.abs(torch_png(g, images).astype(int) - pngs.astype(int)).max() <= 1
+  d = RC.NLayerDiscriminator(3, 4, 2, "instance")
+  d.load_state_dict(torch.load(out / "latest_net_D.pth", weights_only=True), strict=True)
+  from jaxgan.interop import export
+  state = export.load_workdir(wd).state
+  x = np.random.default_rng(10).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
+  want_d = cut.networks(config)["D"].apply({"params": state.params["D"]}, x, train=False)
+  with torch.no_grad():
+    got_d = d(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(got_d, np.asarray(want_d), atol=1e-4)
+  with torch.no_grad():
+    chans = [f.shape[1] for f in g(torch.zeros(1, 3, 32, 32), [0, 4, 8, 12, 16], encode_only=True)]
+  f = RC.PatchSampleF(chans, 8)
+  f.load_state_dict(torch.load(out / "latest_net_F.pth", weights_only=True), strict=True)
+  rows = [np.random.default_rng(11 + i).normal(size=(5, c)).astype(np.float32) for i, c in enumerate(chans)]
+  want_f = cut.networks(config)["F"].apply({"params": state.params["F"]}, rows)
+  for i, (r, w) in enumerate(zip(rows, want_f)):
+    with torch.no_grad():
+      y = getattr(f, f"mlp_{i}")(torch.from_numpy(r)).numpy()
+    np.testing.assert_allclose(y / (np.linalg.norm(y, axis=1, keepdims=True) + 1e-7), np.asarray(w), atol=1e-5)

@@ -11,7 +11,8 @@ EPILOG = """\
 pth:  OUTPUT is a folder; writes latest_net_G.pth (pix2pix) or latest_net_G_A.pth / latest_net_G_B.pth
       (CycleGAN), plus the discriminators (latest_net_D.pth, latest_net_D_A.pth, ...) when the workdir has
       trained ones and no --direction is given: plain state_dicts that the authors' networks for the same
-      netG / norm / dropout load with strict=True. Needs PyTorch.
+      netG / norm / dropout load with strict=True. Needs PyTorch. CUT/FastCUT: latest_net_G.pth (+ D and
+      the patch head latest_net_F.pth) in taesungp/contrastive-unpaired-translation's layout, filt buffers included.
         python test.py --dataroot DATA --name NAME --checkpoints_dir DIR --model test --no_dropout \\
             --netG resnet_9blocks --norm instance --model_suffix _A    (OUTPUT = DIR/NAME)
 onnx: OUTPUT is a .onnx file (one direction) or a folder of AtoB.onnx / BtoA.onnx. The graph takes uint8

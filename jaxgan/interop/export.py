@@ -9,9 +9,12 @@ choosing the networks (:func:`plan_pth`: driven by the objective registry's ``GE
 
 ``.pth`` files: one plain ``state_dict`` per network (``torch.save(net.state_dict())`` as the
 authors' ``save_networks`` writes them), named ``latest_net_<role>.pth`` with the reference's
-roles (``G`` for pix2pix; ``G_A`` / ``G_B`` / ``D_A`` / ``D_B`` for CycleGAN), float32 tensors
-under the authors' keys (:func:`jaxgan.interop.pytorch.to_state_dict`), so their networks for
-the config's netG / netD / norm / dropout load them with ``strict=True``. BatchNorm's
+roles (``G`` for pix2pix; ``G_A`` / ``G_B`` / ``D_A`` / ``D_B`` for CycleGAN; ``G``, ``D`` and the
+patch head ``F`` for CUT, in taesungp/contrastive-unpaired-translation's layout with the anti-aliased
+layers' fixed ``filt`` buffers), float32 tensors under the authors' keys
+(:func:`jaxgan.interop.pytorch.to_state_dict`), so their networks for the config's netG / netD / norm /
+dropout (/ no_antialias, no_antialias_up) load them with ``strict=True`` (CUT's ``F`` once its MLPs
+exist, as their ``data_dependent_initialize`` makes them before loading). BatchNorm's
 ``num_batches_tracked`` is written as 0 (jaxgan does not count; the authors' BatchNorm, with a
 momentum, never reads it).
 
@@ -63,7 +66,7 @@ class Network:
   """One network to export: its state slot, the reference's role and kind, the file name."""
   slot: str
   role: str
-  kind: str          # "G" or "D"
+  kind: str          # "G", "D" or "F" (CUT's patch head)
   direction: str | None   # the direction a generator translates (None for a discriminator)
 
   @property
@@ -124,7 +127,8 @@ def plan_pth(loaded: Loaded, *, direction: str | None = None, discriminators: st
     if slot not in role_of:
       raise ExportError(f"model {loaded.config.model}: generator {slot} has no reference role in IMPORT_SLOTS")
     nets.append(Network(slot, role_of[slot], "G", d))
-  disc = [Network(slot, role, "D", None) for role, slot in slots.items() if slot not in gen_for.values()]
+  disc = [Network(slot, role, "F" if role == "F" else "D", None) for role, slot in slots.items()
+          if slot not in gen_for.values()]   # the discriminators (and CUT's patch head F, trained with them)
   if discriminators == "yes" and loaded.translate_only:
     raise ExportError(f"--discriminators yes: {loaded.workdir} has no trained discriminators ({loaded.translate_only}); "
                       "export its generators (--discriminators auto or no); nothing was written")
@@ -147,12 +151,16 @@ def network_state_dict(loaded: Loaded, net: Network) -> dict[str, np.ndarray]:
   from jaxgan.interop import pytorch  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   c = loaded.config
+  no_aa = bool(c.get("no_antialias", True))
+  if net.kind == "F":
+    return pytorch.to_state_dict(jax.device_get({"params": loaded.state.params[net.slot]}), kind="F")
   if net.kind == "G":
     variables = generator_variables(loaded, net.slot)
-    opts = dict(net=str(c.netG), use_dropout=not bool(c.no_dropout))
+    opts = dict(net=str(c.netG), use_dropout=not bool(c.no_dropout), no_antialias=no_aa,
+                no_antialias_up=bool(c.get("no_antialias_up", True)))
   else:
     variables = {"params": loaded.state.params[net.slot], "batch_stats": loaded.state.batch_stats.get(net.slot, {})}
-    opts = dict(net=str(c.netD), n_layers_D=int(c.n_layers_D))
+    opts = dict(net=str(c.netD), n_layers_D=int(c.n_layers_D), no_antialias=no_aa)
   variables = jax.device_get(variables)
   sd = pytorch.to_state_dict(variables, kind=net.kind, norm=str(c.norm), **opts)
   if str(c.norm) == "none":   # the authors' norm='none' convs that would feed a norm have no bias
@@ -226,14 +234,21 @@ def export_pth(loaded: Loaded, output: str | os.PathLike, *, direction: str | No
 def describe_pth(loaded: Loaded, paths: Sequence[Path]) -> list[str]:
   """One line per file, with the authors' options that build the network it fits."""
   c = loaded.config
-  g_opts = (f"--netG {c.netG} --ngf {c.ngf} --norm {c.norm}{' --no_dropout' if c.no_dropout else ''} "
-            f"--input_nc {c.input_nc} --output_nc {c.output_nc}")
-  d_opts = f"--netD {c.get('netD', '?')} --ndf {c.get('ndf', '?')} --n_layers_D {c.get('n_layers_D', '?')}"
+  cut = str(c.model) == "cut"   # the CUT repository's options: --normG / --normD, the anti-aliasing switches
+  norm = f"--normG {c.norm}" if cut else f"--norm {c.norm}"
+  aa = "".join(f" --{k}" for k in ("no_antialias", "no_antialias_up") if cut and c.get(k, True))
+  g_opts = (f"{'--model cut ' if cut else ''}--netG {c.netG} --ngf {c.ngf} {norm}{' --no_dropout' if c.no_dropout else ''}"
+            f"{aa} --input_nc {c.input_nc} --output_nc {c.output_nc}")
+  d_opts = (f"--netD {c.get('netD', '?')} --ndf {c.get('ndf', '?')} --n_layers_D {c.get('n_layers_D', '?')}"
+            f"{f' --normD {c.norm}' if cut else ''}")
   lines = []
+  what = {"G": "generator", "D": "discriminator", "F": "patch head"}
   for p in paths:
     role = p.stem[len("latest_net_"):]
-    lines.append(f"  {p}  ({'generator' if role.startswith('G') else 'discriminator'} {role})")
+    lines.append(f"  {p}  ({what[role[0]]} {role})")
   with_d = any(p.stem[len("latest_net_"):].startswith("D") for p in paths)
+  if any(p.stem == "latest_net_F" for p in paths):
+    d_opts += f" --netF mlp_sample --netF_nc {c.get('netF_nc', '?')}"
   lines.append(f"  authors' options: {g_opts}{' ' + d_opts if with_d else ''}")
   return lines
 

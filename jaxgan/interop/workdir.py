@@ -285,17 +285,23 @@ def build_state(plan: ImportPlan) -> tuple[Any, dict]:
   params, stats = dict(state.params), dict(state.batch_stats)
   for slot, net in plan.slots.items():
     new_p, new_s = net.variables["params"], net.variables.get("batch_stats", {}) or {}
-    for what, old, new in (("params", params[slot], new_p), ("batch_stats", stats[slot], new_s)):
+    for what, old, new in (("params", params[slot], new_p), ("batch_stats", stats.get(slot, {}), new_s)):
       a = jax.tree_util.tree_map(lambda x: (tuple(x.shape), str(x.dtype)), old)
       b = jax.tree_util.tree_map(lambda x: (tuple(x.shape), str(x.dtype)), new)
       if a != b and slot == "F":   # the patch head's MLPs take G's channels at config.nce_layers
-        raise ValueError(f"{net.path}: the patch head F's MLP input sizes do not fit G's features at "
-                         f"config.nce_layers={tuple(config.nce_layers)} (F: {jax.tree_util.tree_leaves(b)[:2]}); "
-                         "pass the run's recipe (--config) with its nce_layers")
+        sizes = [int(new[k]["kernel"].shape[0]) for k in sorted(new, key=lambda k: int(k.split("_")[1]))
+                 if k.endswith("_fc_0")]
+        want = [int(old[k]["kernel"].shape[0]) for k in sorted(old, key=lambda k: int(k.split("_")[1]))
+                if k.endswith("_fc_0")]
+        raise ValueError(f"{net.path}: the patch head F's MLPs take {sizes} channels but G's features at "
+                         f"config.nce_layers={tuple(config.nce_layers)} have {want}; pass the run's recipe "
+                         "(--config) with its nce_layers")
       if a != b:  # pragma: no cover - detection and jaxgan.models disagree
         raise ValueError(f"internal: the imported {slot} {what} do not fit the {config.model} state "
                          f"({net.path})")
-    params[slot], stats[slot] = new_p, new_s
+    params[slot] = new_p
+    if slot in stats:   # CUT's F has no batch_stats entry
+      stats[slot] = new_s
   key = jax.random.PRNGKey(seed).astype(abstract.rng.dtype)
   # With a recipe that keeps a weight average (config.ema_decay > 0) the average starts at the imported weights.
   ema = {slot: params[slot] for slot in state.ema}
