@@ -24,8 +24,8 @@ def run_cli(*args) -> int:
   return cli.main([str(a) for a in args])
 
 
-def test_zoo_table_lists_the_23_released_models_and_the_docs_have_it():
-  assert len(zoo.MODELS) == 23
+def test_zoo_table_lists_the_29_released_models_and_the_docs_have_it():
+  assert len(zoo.MODELS) == 29
   assert sum(m.model == "cyclegan" for m in zoo.MODELS) == 18
   assert {m.key for m in zoo.MODELS if m.model == "pix2pix"} == {
       "pix2pix/edges2shoes", "pix2pix/sat2map", "pix2pix/map2sat", "pix2pix/facades_label2photo",
@@ -35,6 +35,11 @@ def test_zoo_table_lists_the_23_released_models_and_the_docs_have_it():
   assert zoo.find("facades_label2photo", "pix2pix").url == \
       "http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch/facades_label2photo.pth"
   assert (h2z.netG, h2z.norm, h2z.dropout) == ("resnet_9blocks", "instance", False)
+  cut = [m for m in zoo.MODELS if m.model == "cut"]   # the CUT README's archive of 6 generators
+  assert {m.name for m in cut} == {f"{d}_{k}" for d in ("horse2zebra", "cat2dog", "cityscapes")
+                                   for k in ("cut", "fastcut")}
+  assert {m.url for m in cut} == {"http://efrosgans.eecs.berkeley.edu/CUT/pretrained_models.tar"}
+  assert zoo.find("cityscapes_fastcut").member == "checkpoints/cityscapes_fastcut_pretrained/latest_net_G.pth"
   assert zoo.markdown_table() in (ROOT / "docs" / "pretrained.md").read_text()   # the README links the page
   assert "docs/pretrained.md" in (ROOT / "README.md").read_text()
 
@@ -124,3 +129,42 @@ def test_http_error_leaves_nothing_in_the_cache(tmp_path, file_server, capsys):
   err = capsys.readouterr().err
   assert "404" in err and "jaxgan import-torch style_monet.pth" in err
   assert not wd.exists() and not (cache / "cyclegan" / "style_monet.pth").exists()
+
+
+@pytest.mark.torch
+def test_cut_models_come_out_of_the_authors_archive_once(tmp_path, file_server, capsys):
+  """The CUT README's pretrained_models.tar (checkpoints/<name>_pretrained/latest_net_G.pth, random weights in
+  the authors' anti-aliased layout): downloaded once, each generator read out of it, imported as a translate-only
+  cut workdir; a second model comes from the cached archive with the server gone."""
+  import io
+  import tarfile
+  torch = require_torch()
+  import torch_reference as R
+  import torch_reference_cut as RC
+  folder, base, stop = file_server
+  with tarfile.open(folder / "pretrained_models.tar", "w") as tar:
+    for i, name in enumerate(("horse2zebra_cut", "cityscapes_fastcut")):
+      buf = io.BytesIO()
+      torch.save(R.randomize_(RC.ResnetGenerator(3, 3, 4, "instance", 1), i, 0.6).state_dict(), buf)
+      info = tarfile.TarInfo(f"checkpoints/{name}_pretrained/latest_net_G.pth")
+      info.size = len(buf.getvalue())
+      tar.addfile(info, io.BytesIO(buf.getvalue()))
+  url, cache = f"{base}/pretrained_models.tar", tmp_path / "cache"
+  assert run_cli("pretrained", "horse2zebra_cut", "--workdir", tmp_path / "h2z", "--cache", cache, "--url", url) == 0
+  assert "downloaded cut/horse2zebra_cut" in capsys.readouterr().err
+  assert sorted(p.name for p in (cache / "cut").iterdir()) == ["horse2zebra_cut.pth", "pretrained_models.tar"]
+  stop()   # offline now: the archive in the cache serves the other model
+  assert run_cli("pretrained", "cityscapes_fastcut", "--workdir", tmp_path / "city", "--cache", cache,
+                 "--url", url) == 0
+  ckpt = checkpoint.Checkpointer(tmp_path / "city", read_only=True)
+  meta = ckpt.read_meta(0)
+  ckpt.close()
+  c = meta["config"]
+  assert (c["model"], c["no_antialias"], c["no_antialias_up"], c["direction"], c["dataset"]) == \
+      ("cut", False, False, "BtoA", "folder:datasets/cityscapes")
+  assert meta[checkpoint.IMPORTED_KEY]["source"] == "pretrained:cut/cityscapes_fastcut"
+  assert meta[checkpoint.TRANSLATE_ONLY_KEY]
+  assert run_cli("pretrained", "cat2dog_cut", "--workdir", tmp_path / "c2d", "--cache", cache, "--url", url) == 1
+  err = capsys.readouterr().err   # not in this archive: named, with the by-hand steps
+  assert "holds no checkpoints/cat2dog_cut_pretrained/latest_net_G.pth" in err and "tar -xf" in err
+  assert not (tmp_path / "c2d").exists()

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 NAME = "pretrained"
-HELP = "download (when online) and import one of the authors' released generators"
+HELP = "download (when online) and import one of the authors' released generators (pix2pix, CycleGAN, CUT)"
 
 
 def add_parser(subparsers) -> None:
@@ -15,7 +16,7 @@ def add_parser(subparsers) -> None:
   p = subparsers.add_parser(
       NAME, help=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
       description="Download the authors' released generator NAME from their published URL into a cache (once) "
-      "and import it as a translate-only workdir. `jaxgan pretrained --list` shows the 23 models.",
+      "and import it as a translate-only workdir. `jaxgan pretrained --list` shows the released models.",
       epilog="Example:\n  jaxgan pretrained horse2zebra --workdir runs/h2z\n"
       "  jaxgan translate --workdir runs/h2z --input horses/ --output zebras/\n"
       "Names released for both models need the model: cyclegan/sat2map or pix2pix/sat2map (or --model).")
@@ -35,6 +36,12 @@ def add_parser(subparsers) -> None:
 def manual_steps(entry, workdir: str) -> str:
   """How to do by hand what the command could not: fetch the file, then import it."""
   flags = f"--model {entry.model} --direction {entry.direction}" + (" --dropout" if entry.dropout else "")
+  if entry.member:   # one archive of several models (CUT)
+    return (f"The authors publish it in {entry.url}\n"
+            f"Fetch it by hand (on a machine that is online, then copy it here) and import it:\n"
+            f"  curl -L -o {os.path.basename(entry.url)} {entry.url}\n"
+            f"  tar -xf {os.path.basename(entry.url)} {entry.member}\n"
+            f"  jaxgan import-torch {entry.member} --workdir {workdir} {flags} --dataset {entry.jaxgan_dataset}")
   return (f"The authors publish it at {entry.url}\n"
           f"Fetch it by hand (on a machine that is online, then copy it here) and import it:\n"
           f"  curl -L -o {entry.name}.pth {entry.url}\n"

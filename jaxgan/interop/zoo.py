@@ -1,4 +1,4 @@
-"""The authors' released pix2pix / CycleGAN generators: the table, their URLs, download with a cache.
+"""The authors' released pix2pix / CycleGAN / CUT generators: the table, their URLs, download with a cache.
 
 The authors publish 18 CycleGAN generators and 5 pix2pix ones, each a plain
 ``state_dict`` of one generator, at the URLs of their download scripts
@@ -8,6 +8,14 @@ junyanz/pytorch-CycleGAN-and-pix2pix)::
   CycleGAN: http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/<name>.pth
   pix2pix:  http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch/<name>.pth
 
+The CUT authors (taesungp/contrastive-unpaired-translation, README "Apply a pre-trained CUT model")
+publish their 6 CUT / FastCUT generators (horse2zebra, cat2dog, cityscapes) in one archive, each as
+``checkpoints/<name>_pretrained/latest_net_G.pth`` inside it::
+
+  CUT:      http://efrosgans.eecs.berkeley.edu/CUT/pretrained_models.tar
+
+(anti-aliased ResNet-9, instance norm, no dropout, ngf 64: their default options).
+
 CycleGAN ones are ResNet-9 generators with instance norm and no dropout (the
 reference tests them with ``--model test --no_dropout``); pix2pix ones are
 U-Net-256 with batch norm and dropout. ``direction`` is the side of the dataset
@@ -16,19 +24,25 @@ dataset's B images to A images (e.g. ``zebra2horse`` on ``horse2zebra``).
 
 :func:`fetch` downloads a model once into a cache folder (``$JAXGAN_PRETRAINED_DIR``,
 default ``~/.cache/jaxgan/pretrained``) and reuses it after; a download is
-written to a temporary name and renamed only when complete.
+written to a temporary name and renamed only when complete. For CUT the archive is downloaded once
+(kept as ``CACHE/cut/pretrained_models.tar``) and the chosen generator read out of it, by
+its member's name alone (``..._pretrained/latest_net_G.pth``; nothing is extracted elsewhere); a
+``url`` that serves a plain ``.pth`` instead is used as the generator itself.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import sys
+import tarfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 CYCLEGAN_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/{name}.pth"
 PIX2PIX_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch/{name}.pth"
+CUT_URL = "http://efrosgans.eecs.berkeley.edu/CUT/pretrained_models.tar"
+CUT_ARCHIVE = "pretrained_models.tar"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +56,11 @@ class ZooModel:
 
   @property
   def netG(self) -> str:
-    return "resnet_9blocks" if self.model == "cyclegan" else "unet_256"
+    return "unet_256" if self.model == "pix2pix" else "resnet_9blocks"
 
   @property
   def norm(self) -> str:
-    return "instance" if self.model == "cyclegan" else "batch"
+    return "batch" if self.model == "pix2pix" else "instance"
 
   @property
   def dropout(self) -> bool:
@@ -58,7 +72,14 @@ class ZooModel:
 
   @property
   def url(self) -> str:
+    if self.model == "cut":
+      return CUT_URL
     return (CYCLEGAN_URL if self.model == "cyclegan" else PIX2PIX_URL).format(name=self.name)
+
+  @property
+  def member(self) -> str | None:
+    """The generator's path inside the published archive (CUT), None for a plain ``.pth`` download."""
+    return f"checkpoints/{self.name}_pretrained/latest_net_G.pth" if self.model == "cut" else None
 
   @property
   def jaxgan_dataset(self) -> str:
@@ -71,6 +92,10 @@ def _c(name: str, dataset: str, direction: str, note: str = "") -> ZooModel:
 
 def _p(name: str, dataset: str, direction: str, note: str = "") -> ZooModel:
   return ZooModel("pix2pix", name, dataset, direction, note)
+
+
+def _cut(name: str, dataset: str, direction: str, note: str = "") -> ZooModel:
+  return ZooModel("cut", name, dataset, direction, note)
 
 
 MODELS: tuple[ZooModel, ...] = (
@@ -97,6 +122,12 @@ MODELS: tuple[ZooModel, ...] = (
     _p("map2sat", "maps", "BtoA"),
     _p("facades_label2photo", "facades", "BtoA", "the reference tests it with --direction BtoA"),
     _p("day2night", "night2day", "BtoA", "A = night assumed (the dataset's name)"),
+    _cut("horse2zebra_cut", "horse2zebra", "AtoB", "CUT"),
+    _cut("horse2zebra_fastcut", "horse2zebra", "AtoB", "FastCUT"),
+    _cut("cat2dog_cut", "cat2dog", "AtoB", "CUT; AFHQ cats -> dogs"),
+    _cut("cat2dog_fastcut", "cat2dog", "AtoB", "FastCUT; AFHQ cats -> dogs"),
+    _cut("cityscapes_cut", "cityscapes", "BtoA", "CUT, labels -> photo; the authors' resized JPEG val set"),
+    _cut("cityscapes_fastcut", "cityscapes", "BtoA", "FastCUT, labels -> photo"),
 )
 
 
@@ -150,13 +181,30 @@ def fetch(entry: ZooModel, *, cache_dir: str | os.PathLike | None = None, url: s
   """The cached file of ``entry``, downloading it first when absent. Returns ``(path, downloaded)``.
 
   ``url`` replaces the published URL (a mirror). Raises :class:`DownloadError`
-  (nothing is left in the cache) when the download fails or is incomplete.
+  (nothing is left in the cache) when the download fails or is incomplete, or when the
+  archive (CUT) lacks the generator.
   """
   target = cached_path(entry, cache_dir)
   if target.is_file() and target.stat().st_size > 0:
     return target, False
   url = url or entry.url
   show = sys.stderr.isatty() if progress is None else progress
+  if entry.member is None:
+    _download(entry, url, target, timeout, show)
+    return target, True
+  archive = target.with_name(CUT_ARCHIVE)   # one download serves every model in it
+  downloaded = not (archive.is_file() and archive.stat().st_size > 0)
+  if downloaded:
+    _download(entry, url, archive, timeout, show)
+  if not tarfile.is_tarfile(archive):   # a mirror that serves the generator itself
+    os.replace(archive, target)
+    return target, downloaded
+  _read_member(entry, archive, target, url)
+  return target, downloaded
+
+
+def _download(entry: ZooModel, url: str, target: Path, timeout: float, show: bool) -> None:
+  """``url`` -> ``target``, through a temporary name renamed only when complete."""
   try:
     response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - http(s) URLs of the table or the user
   except (urllib.error.URLError, OSError, ValueError) as e:
@@ -188,11 +236,34 @@ def fetch(entry: ZooModel, *, cache_dir: str | os.PathLike | None = None, url: s
   finally:
     if partial.exists():
       partial.unlink()
-  return target, True
+
+
+def _read_member(entry: ZooModel, archive: Path, target: Path, url: str) -> None:
+  """Copy ``entry``'s generator out of the (CUT) archive into ``target``; by its name only (a leading
+  ``./`` or another top folder is accepted), as bytes: nothing of the archive is unpacked elsewhere."""
+  want = entry.member.split("/", 1)[1]   # <name>_pretrained/latest_net_G.pth
+  partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+  try:
+    with tarfile.open(archive) as tar:
+      found = [m for m in tar.getmembers() if m.isfile() and (m.name == want or m.name.endswith("/" + want))]
+      if not found:
+        names = [m.name for m in tar.getmembers() if m.isfile()]
+        raise DownloadError(f"{archive} (from {url}) holds no {entry.member}: {len(names)} files, e.g. "
+                            f"{names[:4]}", url)
+      with tar.extractfile(found[0]) as src, open(partial, "wb") as f:
+        while chunk := src.read(1 << 20):
+          f.write(chunk)
+    os.replace(partial, target)
+  except (OSError, tarfile.TarError) as e:
+    archive.unlink(missing_ok=True)   # a damaged archive is fetched again next time
+    raise DownloadError(f"cannot read {entry.member} from {archive} (downloaded from {url}): {e}", url) from e
+  finally:
+    if partial.exists():
+      partial.unlink()
 
 
 def markdown_table() -> str:
-  """The README's model-zoo table (one row per released model)."""
+  """docs/pretrained.md's model-zoo table (one row per released model)."""
   rows = ["| NAME | model | netG | norm | dropout | direction (dataset) | command |", "|---|---|---|---|---|---|---|"]
   bare = [m.name for m in MODELS]
   for m in MODELS:
