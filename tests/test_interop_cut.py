@@ -260,3 +260,23 @@ def test_jaxgan_cut_exports_for_the_authors_networks(request, tmp_path, capsys, 
     with torch.no_grad():
       y = getattr(f, f"mlp_{i}")(torch.from_numpy(r)).numpy()
     np.testing.assert_allclose(y / (np.linalg.norm(y, axis=1, keepdims=True) + 1e-7), np.asarray(w), atol=1e-5)
+
+
+def test_patch_head_that_does_not_fit_nce_layers_is_named(tmp_path):
+  """F's MLPs are built for G's features at the run's nce_layers: a recipe with other layers is refused
+  naming F's file and both channel lists; nothing is written."""
+  from jaxgan import config as config_lib
+  from jaxgan.interop import workdir
+  nets = cut_nets(13)
+  files = []
+  for role, net in nets.items():
+    files.append(tmp_path / f"latest_net_{role}.pth")
+    torch.save(net.state_dict(), files[-1])
+  recipe = config_lib.get_base_config("cut")
+  recipe.nce_layers = (0, 4, 8, 12, 13)   # the run's were 0,4,8,12,16: 13 is the Upsample of 32 channels
+  wd = tmp_path / "wd"
+  with pytest.raises(ValueError, match=r"latest_net_F.pth: the patch head F's MLPs take \[3, 16, 32, 32, 16\] "
+                                       r"channels but G's features at config.nce_layers=\(0, 4, 8, 12, 13\) have "
+                                       r"\[3, 16, 32, 32, 32\]"):
+    workdir.import_files(files, wd, base_config=recipe)
+  assert not wd.exists()
