@@ -7,9 +7,7 @@ PyTorch networks on the same images (8-bit PNGs at most 1 level apart, float out
 """
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 from pathlib import Path
 
 import jax
@@ -24,7 +22,7 @@ torch = require_torch()
 import torch_reference as R  # noqa: E402  (needs torch)
 import torch_reference_cut as RC  # noqa: E402
 from jaxgan import checkpoint, cli, models  # noqa: E402
-from jaxgan.interop import detect, pytorch  # noqa: E402
+from jaxgan.interop import detect  # noqa: E402
 
 pytestmark = pytest.mark.torch
 CACHE = os.environ.get("JAXGAN_CACHE_DIR", "/tmp/jaxgan-test-xla-cache")
