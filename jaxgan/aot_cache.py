@@ -69,6 +69,12 @@ def set_directory(cache_dir: str | os.PathLike | None) -> None:
   _DIRECTORY = None if cache_dir is None else Path(cache_dir) / SUBDIR
 
 
+def forget() -> None:
+  """Let go of the programs this process loaded or compiled here (:func:`jaxgan.host.relieve_mapping_pressure`);
+  the files stay."""
+  _LOADED.clear()
+
+
 def directory() -> Path | None:
   """The folder in use, or None when the cache is off (not set, ``JAXGAN_AOT_CACHE=0``, or several processes)."""
   import jax

@@ -1,4 +1,5 @@
-"""Process-wide settings that make the compiled train step faster on a CPU host.
+"""Process-wide settings that make the compiled train step faster on a CPU host, and a guard against
+compiled programs exhausting the process's memory mappings (:func:`relieve_mapping_pressure`).
 
 Neither changes any result; both are process-global, so library code never
 applies them: the ``jaxgan`` program does (``cli.main`` run as a program) and
@@ -117,3 +118,52 @@ def configure(environ: dict | None = None) -> dict:
   if not _enabled() or backend != "cpu":
     return {"keep_freed_memory": False, "xla_flags": [], "backend": backend}
   return {"keep_freed_memory": keep_freed_memory(), "xla_flags": add_xla_cpu_flags(environ), "backend": backend}
+
+
+# --- compiled programs and the kernel's limit on memory mappings --------------------------------------------
+# XLA:CPU loads each compiled program's machine code into memory mappings of its own: a small CycleGAN run's
+# programs (init, train step, translate, evaluation) hold about 2,900 of them, for as long as JAX's caches keep
+# the programs. Linux allows a process vm.max_map_count mappings (65,530 by default); at the limit XLA's next
+# compile crashes the process with a segmentation fault, not an error. A process that compiles many distinct
+# programs reaches it: a notebook that trains one config after another, or a test suite (ours
+# did, near its end). The entry points call :func:`relieve_mapping_pressure`, which drops the compiled programs once half
+# the limit is in use; the next call of each compiles again (or reads JAX's persistent cache).
+MAPPING_PRESSURE = 0.5
+
+
+def memory_mappings() -> tuple[int, int] | None:
+  """(memory mappings this process holds, the kernel's per-process limit), or None where Linux's /proc is
+  not there to say."""
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      held = sum(1 for _ in f)
+    with open("/proc/sys/vm/max_map_count", encoding="ascii") as f:
+      limit = int(f.read().strip())
+  except (OSError, ValueError):
+    return None
+  return held, limit
+
+
+def relieve_mapping_pressure(fraction: float | None = None) -> bool:
+  """Drop JAX's compiled programs (and jaxgan's loaded ones) when this process holds more than ``fraction``
+  (default :data:`MAPPING_PRESSURE`) of the kernel's memory-mapping limit; True if it did. See the comment
+  above for why."""
+  fraction = MAPPING_PRESSURE if fraction is None else fraction
+  counts = memory_mappings()
+  if counts is None or counts[0] <= fraction * counts[1]:
+    return False
+  import gc  # pylint: disable=import-outside-toplevel
+  import logging  # pylint: disable=import-outside-toplevel
+
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from jaxgan import aot_cache  # pylint: disable=import-outside-toplevel
+  aot_cache.forget()
+  jax.clear_caches()
+  gc.collect()
+  after = memory_mappings()
+  logging.getLogger(__name__).warning(
+      "this process held %d of the %d memory mappings Linux allows it (vm.max_map_count), most of them compiled "
+      "programs; dropped JAX's compiled-program caches (now %s) so that the next compile does not crash; "
+      "programs compile again on their next call", counts[0], counts[1], after[0] if after else "?")
+  return True

@@ -21,7 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxgan import checkpoint, metrics, objectives, parallel
+from jaxgan import checkpoint, host, metrics, objectives, parallel
 from jaxgan.images import batch_to_float
 from jaxgan import config as config_lib
 from jaxgan.reporting import write_json  # noqa: F401  (re-exported for the commands)
@@ -108,6 +108,7 @@ def load_for_inference(workdir: str | os.PathLike, step: int | None = None) -> t
   if not workdir.is_dir():
     raise FileNotFoundError(f"--workdir {workdir} does not exist (train first: jaxgan train --config ... "
                             f"--workdir {workdir})")
+  host.relieve_mapping_pressure()   # a process that has compiled many programs: free them before XLA crashes
   rep = parallel.replicated_sharding(parallel.make_mesh())
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   try:

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 import jaxgan
-from jaxgan import aot_cache, checkpoint, checks, nets, objectives, parallel, reporting
+from jaxgan import aot_cache, checkpoint, checks, host, nets, objectives, parallel, reporting
 from jaxgan import preemption
 from jaxgan.data_wait import DataWait
 from jaxgan.preemption import StopAgreement, StopSignal
@@ -145,6 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   anything is written.
   """
   checks.validate_run_config(config)
+  host.relieve_mapping_pressure()   # a process that has compiled many programs: free them before XLA crashes
   config = ml_collections.ConfigDict(config.to_dict())
   workdir = Path(workdir).absolute()
   if workdir.exists() and not workdir.is_dir():

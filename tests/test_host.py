@@ -98,3 +98,28 @@ def test_configure_leaves_gpu_and_tpu_hosts_alone(monkeypatch):
   assert env["XLA_FLAGS"] == ""
   monkeypatch.setattr(host, "expected_backend", lambda environ=None: "tpu")
   assert host.configure({})["keep_freed_memory"] is False
+
+
+def test_entry_points_free_compiled_programs_near_the_mapping_limit(tmp_path, monkeypatch):
+  """XLA:CPU maps each compiled program's code separately; at vm.max_map_count its next compile segfaults
+  (this suite's process once reached it). Past MAPPING_PRESSURE of the limit, train and the inference entry
+  points drop the compiled programs first: a program compiled earlier in the process is gone from JAX's cache,
+  and the mappings of the run's programs are returned."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxgan import inference, train
+  from tests.test_train import tiny_config
+  assert host.memory_mappings() is not None, "this Linux test needs /proc"
+  earlier = jax.jit(lambda x: x * 2 + 1)
+  earlier(jnp.ones(3))
+  assert earlier._cache_size() == 1     # pylint: disable=protected-access
+  assert not host.relieve_mapping_pressure(fraction=1.0) and earlier._cache_size() == 1
+  config = tiny_config("pix2pix_demo", num_train_steps=2, checkpoint_every_steps=2)
+  monkeypatch.setattr(host, "MAPPING_PRESSURE", 0.0)     # as if the process were past half the limit
+  train.train_and_evaluate(config, tmp_path)
+  assert earlier._cache_size() == 0     # pylint: disable=protected-access
+  held = host.memory_mappings()[0]       # now with the run's programs (init, step, evaluation)
+  state, _, step = inference.load_for_inference(tmp_path)
+  assert step == 2 and state is not None
+  assert host.memory_mappings()[0] < held - 500, (held, host.memory_mappings())
