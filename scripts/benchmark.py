@@ -53,7 +53,10 @@ MODES: dict[str, tuple[str, str]] = {
 def parse_args(argv: Sequence[str] | None):
   """The options of step and ``--ops`` mode (and the :data:`MODES` flags, for ``--help``)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-  p.add_argument("--model", choices=("pix2pix", "cyclegan"), default="cyclegan")
+  p.add_argument("--model", default="cyclegan",
+                 help="pix2pix, cyclegan, cut, fastcut (CUT/FastCUT: configs/cut_horse2zebra.py, "
+                      "configs/fastcut_horse2zebra.py) or a comma list, timed in alternating rounds, e.g. "
+                      "cyclegan,cut,fastcut (figures relative to the first)")
   p.add_argument("--size", type=int, default=256)
   p.add_argument("--batch", type=int, default=1)
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")

@@ -22,6 +22,29 @@ def rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _status_mb(field: str) -> float:
+  """A ``VmRSS``/``VmHWM`` line of /proc/self/status, MiB."""
+  with open("/proc/self/status", encoding="ascii") as f:
+    for line in f:
+      if line.startswith(field + ":"):
+        return int(line.split()[1]) / 1024.0
+  raise KeyError(field)
+
+
+def step_rss_mb(fn: Callable[[], Any]) -> dict:
+  """Resident memory around one call of ``fn`` (Linux): ``rss_before_mb`` and ``step_peak_mb``, the peak
+  during the call above that (the high-water mark reset through /proc/self/clear_refs first); ``{}``
+  where the kernel allows no reset."""
+  try:
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+      f.write("5")
+    before = _status_mb("VmRSS")
+    fn()
+    return {"rss_before_mb": round(before, 1), "step_peak_mb": round(_status_mb("VmHWM") - before, 1)}
+  except (OSError, KeyError):
+    return {}
+
+
 def block(x):
   """``jax.block_until_ready(x)``."""
   import jax
@@ -70,7 +93,7 @@ def _torch_worker(conn, threads: int, keep_freed_memory: bool = False) -> None:
 
   Messages: ("build", "module:function", *args) calls that builder (a mode's,
   e.g. ``bench.ops:torch_thunks``), which returns ``(thunks, answer)``: the
-  thunks are kept and the answer sent back; ("run", name) runs one thunk and
+  thunks are kept (added to those of earlier builds) and the answer sent back; ("run", name) runs one thunk and
   answers its seconds; ("stop",) ends. Keeping torch in its own process keeps
   its OpenMP threads and JAX's thread pool from spinning against each other.
   ``keep_freed_memory``: the malloc setting of ``jaxgan.host`` (``--torch-tuned``).
@@ -87,7 +110,8 @@ def _torch_worker(conn, threads: int, keep_freed_memory: bool = False) -> None:
       break
     if msg[0] == "build":
       module, _, function = msg[1].partition(":")
-      thunks, answer = getattr(importlib.import_module(module), function)(*msg[2:])
+      new, answer = getattr(importlib.import_module(module), function)(*msg[2:])
+      thunks.update(new)   # several builds (models) live side by side, each thunk under its own name
       conn.send(answer)
     elif msg[0] == "run":
       conn.send(timed(thunks[msg[1]]))

@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py --sharded-flops [--model cyclegan] [--devices 2 4 8] [--pool_size 0] ...
     python scripts/benchmark.py --sharded-flops --model cyclegan --size 128 --width 64 --devices 8 --no-flops
+    python scripts/benchmark.py --sharded-flops --model cut --devices 8      # or fastcut: the authors' recipes
 
 (or ``python scripts/bench/sharded.py`` with the same options). It starts
 itself again in a subprocess with ``--xla_force_host_platform_device_count``
@@ -82,11 +83,14 @@ def param_bytes(state) -> int:
 def measure(args: argparse.Namespace) -> list[dict]:
   import jax
   import numpy as np
-  from jaxgan import config as config_lib, cyclegan, parallel, pix2pix
-  model = {"cyclegan": cyclegan, "pix2pix": pix2pix}[args.model]
-  c = config_lib.get_cyclegan_base_config() if args.model == "cyclegan" else config_lib.get_base_config()
-  c.update(dict(netG=args.netG or ("resnet_6blocks" if args.model == "cyclegan" else "unet_64"), ngf=args.width,
-                ndf=args.width, batch_size=args.batch, num_train_steps=100, crop_size=args.size, load_size=args.size))
+  from jaxgan import parallel
+  from bench.step import _config, objective
+  model = objective(args.model)
+  # The recipe of step mode (CUT/FastCUT: the authors' configs/*_horse2zebra.py), at this size and width.
+  c = _config(argparse.Namespace(model=args.model, size=args.size, batch=args.batch, dtype="float32", remat=False,
+                                 netG=args.netG or ("unet_64" if args.model == "pix2pix" else "resnet_6blocks"),
+                                 ngf=args.width))
+  c.num_train_steps = 100
   if args.model == "cyclegan":
     c.pool_size = args.pool_size
   if args.norm:
@@ -123,7 +127,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--model", default="cyclegan", choices=("cyclegan", "pix2pix"))
+  p.add_argument("--model", default="cyclegan", choices=("cyclegan", "pix2pix", "cut", "fastcut"),
+                 help="cut, fastcut: the recipes configs/cut_horse2zebra.py, configs/fastcut_horse2zebra.py")
   p.add_argument("--netG", default=None)
   p.add_argument("--size", type=int, default=64)
   p.add_argument("--width", type=int, default=8, help="ngf = ndf")

@@ -42,13 +42,37 @@ import sys
 import time
 from typing import Callable
 
-from bench.common import ROOT, TorchWorker, block, measure_peak, rss_mb, timed, xla_flops
+from bench.common import ROOT, TorchWorker, block, measure_peak, rss_mb, step_rss_mb, timed, xla_flops
 from bench.profile import profile
+
+MODELS = ("pix2pix", "cyclegan", "cut", "fastcut")
+RECIPES = {"cut": "cut_horse2zebra", "fastcut": "fastcut_horse2zebra"}   # the authors' recipes (configs/)
+CUT_OPTIONS = ("lambda_GAN", "lambda_NCE", "nce_idt", "nce_layers", "nce_T", "num_patches", "netF_nc",
+               "flip_equivariance")   # what the PyTorch CUT iteration reads (the worker never imports jaxgan)
+
+
+def parse_models(text: str) -> list[str]:
+  """``--model``: one name or a comma list (timed in alternating rounds), each one of :data:`MODELS`."""
+  names = [m.strip() for m in text.split(",") if m.strip()]
+  bad = [m for m in names if m not in MODELS]
+  if not names or bad or len(set(names)) != len(names):
+    raise SystemExit(f"--model {text!r}: expected distinct names from {', '.join(MODELS)}, comma-separated")
+  return names
+
+
+def objective(name: str):
+  """The jaxgan module of a benchmark model name (``fastcut`` is the ``cut`` objective)."""
+  from jaxgan import objectives
+  return objectives.get("cut" if name == "fastcut" else name)
 
 
 def _config(args):
   from jaxgan import config as config_lib
-  c = config_lib.get_cyclegan_base_config() if args.model == "cyclegan" else config_lib.get_base_config()
+  if args.model in RECIPES:
+    import importlib
+    c = importlib.import_module(f"configs.{RECIPES[args.model]}").get_config()
+  else:
+    c = config_lib.get_cyclegan_base_config() if args.model == "cyclegan" else config_lib.get_base_config()
   c.crop_size = c.load_size = args.size
   c.batch_size = args.batch
   c.dtype = args.dtype
@@ -72,8 +96,8 @@ def _batch(config, n: int, seed: int = 0) -> dict:
 def build_jax_step(args, config):
   """(step_fn, state, batch, stats) with the step compiled; stats has compile times, FLOPs, memory."""
   import jax
-  from jaxgan import cyclegan, parallel, pix2pix
-  mod = cyclegan if args.model == "cyclegan" else pix2pix
+  from jaxgan import parallel
+  mod = objective(args.model)
   batch = _batch(config, args.batch)
   state = mod.init(jax.random.PRNGKey(0), config, batch)
   n_dev = len(jax.devices())
@@ -117,10 +141,33 @@ def build_torch_step(args):
   a, b = (torch.rand(n, 3, s, s, device=device) * 2 - 1 for _ in range(2))
   ngf = args.ngf or 64
   compile_ = (lambda m: torch.compile(m)) if getattr(args, "torch_compile", False) else (lambda m: m)  # noqa: E731
-  if args.model == "pix2pix":
+  nets = []
+  if args.model in RECIPES:
+    import numpy as np
+    import torch_reference_cut as RC  # pylint: disable=import-outside-toplevel
+    o = args.cut_options   # the recipe's values, read in the JAX process
+    layers = list(o["nce_layers"])
+    g = RC.ResnetGenerator(3, 3, ngf, "instance", _n_blocks(args.netG or "resnet_9blocks")).to(device)
+    d = RC.NLayerDiscriminator(3, ngf, 3, "instance").to(device)
+    with torch.no_grad():
+      feats = g(a[:1], layers, encode_only=True)
+    f = RC.PatchSampleF([t.shape[1] for t in feats], int(o["netF_nc"])).to(device)
+    hws = [t.shape[2] * t.shape[3] for t in feats]
+    nets = [g, d, f]
+    opts = [R.adam(m.parameters(), 2e-4, 0.5) for m in nets]
+    draws = np.random.default_rng(0)
+    opt = dict(o, nce_layers=layers, batch_size=n)
+    compiled_nets = list(map(compile_, nets))
+
+    def iteration():   # the step's coin and patch positions drawn as the authors do (fresh each step)
+      ids = [[draws.permutation(hw)[:min(int(o["num_patches"]), hw)] for hw in hws] for _ in range(2)]
+      RC.cut_iteration(*compiled_nets, *opts, a, b, opt=opt, flipped=bool(draws.random() < 0.5),
+                       patch_ids=ids)
+  elif args.model == "pix2pix":
     g = R.define_G(3, 3, ngf, args.netG or "unet_256", norm="batch", use_dropout=True).to(device)
     d = R.define_D(6, ngf, "basic", norm="batch").to(device)
     opt_g, opt_d = R.adam(g.parameters(), 2e-4, 0.5), R.adam(d.parameters(), 2e-4, 0.5)
+    nets, opts = [g, d], [opt_g, opt_d]
     g, d = compile_(g), compile_(d)
     iteration = lambda: R.pix2pix_iteration(g, d, opt_g, opt_d, a, b, "vanilla", 100.0)  # noqa: E731
   else:
@@ -129,6 +176,7 @@ def build_torch_step(args):
     da, db = (R.define_D(3, ngf, "basic", norm="instance").to(device) for _ in range(2))
     opt_g = R.adam(list(ga.parameters()) + list(gb.parameters()), 2e-4, 0.5)
     opt_d = R.adam(list(da.parameters()) + list(db.parameters()), 2e-4, 0.5)
+    nets, opts = [ga, gb, da, db], [opt_g, opt_d]
     ga, gb, da, db = map(compile_, (ga, gb, da, db))
     iteration = lambda: R.cyclegan_iteration(ga, gb, da, db, opt_g, opt_d, a, b, 10.0, 10.0, 0.5,  # noqa: E731
                                              "lsgan")
@@ -142,13 +190,25 @@ def build_torch_step(args):
 
   with FlopCounterMode(display=False) as counter:
     run()
-  return run, float(counter.get_total_flops())
+  # Memory: parameters + Adam moments (as XLA's argument bytes) and the RSS one step adds (as its temp bytes).
+  tensors = [p for m in nets for p in m.parameters()]
+  tensors += [v for o in opts for st in o.state.values() for v in st.values() if torch.is_tensor(v)]
+  memory = {"torch_state_mb": round(sum(t.numel() * t.element_size() for t in tensors) / 2 ** 20, 1)}
+  if device.type == "cpu":
+    memory.update({f"torch_{k}": v for k, v in step_rss_mb(run).items()})
+  return run, {"torch_flops_per_step": float(counter.get_total_flops()), **memory}
 
 
-def torch_step_thunks(args: dict) -> tuple[dict[str, Callable], float]:
-  """``({"step": iteration}, flops)``, built in the PyTorch worker (:class:`bench.common.TorchWorker`)."""
-  run, flops = build_torch_step(argparse.Namespace(**args))
-  return {"step": run}, flops
+def _n_blocks(net_g: str) -> int:
+  """``resnet_9blocks`` -> 9."""
+  return int(net_g.split("_", 1)[1][:-len("blocks")])
+
+
+def torch_step_thunks(args: dict) -> tuple[dict[str, Callable], dict]:
+  """``({"step": iteration}, {"torch_flops_per_step", memory figures})``, built in the PyTorch worker
+  (:class:`bench.common.TorchWorker`)."""
+  run, answer = build_torch_step(argparse.Namespace(**args))
+  return {f"step_{args['model']}": run}, answer
 
 
 def parse_forms(items) -> dict:
@@ -168,11 +228,11 @@ def step_forms(args, config):
   this processor's calibration, per layer shape of this step), ``--plain``, or ``--form`` overrides
   (a whole family, every shape). Returns (LayerForms, how it was decided, per-shape timings)."""
   import jax
-  from jaxgan import calibration, cyclegan, pix2pix
+  from jaxgan import calibration
   from jaxgan.models.forms import LayerForms
   if args.plain:
     return LayerForms.parse("plain"), "--plain", {}
-  mod = cyclegan if args.model == "cyclegan" else pix2pix
+  mod = objective(args.model)
   batch = _batch(config, 1)
   shapes = ()
   if calibration.calibrates() is None:
@@ -191,15 +251,14 @@ def step_forms(args, config):
   return forms, source, timings
 
 
-def run_step(args) -> dict:
-  """Time the step (and PyTorch's with ``--compare torch``); the dict of the module doc."""
+def _prepare(args) -> dict:
+  """One model's compiled step (and its PyTorch arguments): ``{"out", "step", "config", "forms", "torch_args"}``."""
   import jax
-  import numpy as np
   config = _config(args)
   from jaxgan.models.forms import FAMILIES
   forms, source, wgrad_timings = step_forms(args, config)
   config.layer_forms = forms.spec()
-  print(f"layer forms ({source}): {forms.summary()}", file=sys.stderr)
+  print(f"{args.model}: layer forms ({source}): {forms.summary()}", file=sys.stderr)
   for key, t in sorted(wgrad_timings.items()):
     use = forms.use_fast("conv_wgrad", key)
     print(f"  conv_wgrad at {key}: taps {t['fast_s'] * 1e3:.1f} ms, XLA {t['plain_s'] * 1e3:.1f} ms per image "
@@ -209,62 +268,76 @@ def run_step(args) -> dict:
          "devices": len(jax.devices()), "threads": args.threads, "remat": bool(config.remat), "netG": config.netG,
          "layer_forms": {"source": source, **{f: forms.use_fast(f) for f in FAMILIES},
                          "conv_wgrad_shapes_opposite": len(forms.shapes)}}
+  if args.model in RECIPES:
+    out["recipe"] = f"configs/{RECIPES[args.model]}.py"
   out.update(stats)
-
-  if args.steps == 0:   # compile only: XLA's FLOPs and buffer sizes, no timing
-    out["peak_rss_mb"] = round(rss_mb(), 1)
-    out["date"] = time.strftime("%Y-%m-%d")
-    return out
+  if "xla_temp_mb" in stats:
+    out["xla_temp_plus_args_mb"] = round(stats["xla_temp_mb"] + stats["xla_args_mb"], 1)
   holder = {"state": state}
 
   def jax_step():
     holder["state"], metrics = compiled(holder["state"], batch)
     block(metrics)
 
-  for _ in range(args.warmup):
-    jax_step()
-  out["rss_after_jax_mb"] = round(rss_mb(), 1)
-  torch_step, worker = None, None
-  rounds = args.rounds or (2 if args.compare else 1)
+  torch_args = dict(vars(args))
+  if args.model in RECIPES:
+    torch_args["cut_options"] = {k: (list(config[k]) if k == "nce_layers" else config[k]) for k in CUT_OPTIONS}
+  return {"out": out, "step": jax_step, "compiled": compiled, "holder": holder, "batch": batch,
+          "config": config, "forms": forms, "torch_args": torch_args}
+
+
+def run_step(args) -> dict:
+  """Time the step of each ``--model`` (and PyTorch's with ``--compare torch``) in alternating rounds.
+
+  One model: the dict of the module doc. Several (``--model cyclegan,cut,fastcut``): ``{"models": {name:
+  that dict}, "relative": {name: step time and memory over the first model's}}``.
+  """
+  import jax
+  names = parse_models(args.model)
+  runs = [_prepare(argparse.Namespace(**dict(vars(args), model=name))) for name in names]
+  if args.steps == 0:   # compile only: XLA's FLOPs and buffer sizes, no timing
+    for r in runs:
+      r["out"].update(peak_rss_mb=round(rss_mb(), 1), date=time.strftime("%Y-%m-%d"))
+    return _combine(runs)
+  for r in runs:
+    for _ in range(args.warmup):
+      r["step"]()
+  runs[0]["out"]["rss_after_jax_mb"] = round(rss_mb(), 1)
+  worker = None
+  rounds = args.rounds or (2 if args.compare or len(runs) > 1 else 1)
   if args.compare == "torch":
     # PyTorch runs in its own process: in this one its OpenMP threads would spin
     # against JAX's thread pool and slow both down.
     worker = TorchWorker(args.threads, args.torch_tuned)
-    out.update(torch_tuned=args.torch_tuned, torch_device=args.torch_device, torch_compile=args.torch_compile)
-    out["torch_flops_per_step"] = worker.call("build", "bench.step:torch_step_thunks", vars(args))
-    torch_step = lambda: worker.call("run", "step")  # noqa: E731
+    for r in runs:
+      r["out"].update(torch_tuned=args.torch_tuned, torch_device=args.torch_device, torch_compile=args.torch_compile)
+      r["out"].update(worker.call("build", "bench.step:torch_step_thunks", r["torch_args"]))
+      r["torch_thunk"] = f"step_{r['out']['model']}"
   if args.profile:
-    profile(compiled, holder, batch, args.profile)
-  times, times_t = [], []
-  for r in range(rounds):
-    if torch_step is not None:
-      jax_step()                     # settle after the other framework ran (round 0: its build)
-    times += [timed(jax_step) for _ in range(args.steps)]
-    if torch_step is not None:
-      for _ in range(max(args.warmup, 1) if r == 0 else 1):
-        torch_step()
-      times_t += [torch_step() for _ in range(args.steps)]
-  med, best = statistics.median(times), min(times)
-  out.update(step_s=round(med, 4), step_best_s=round(best, 4), img_per_s=round(args.batch / med, 4),
-             img_per_s_best=round(args.batch / best, 4),
-             achieved_gflops=round(out["flops_per_step"] / med / 1e9, 1))
-  if torch_step is not None:
-    med_t, best_t = statistics.median(times_t), min(times_t)
-    out.update(torch_step_s=round(med_t, 4), torch_step_best_s=round(best_t, 4),
-               torch_img_per_s=round(args.batch / med_t, 4), ratio=round(med_t / med, 3),
-               ratio_best=round(best_t / best, 3),
-               torch_achieved_gflops=round(out["torch_flops_per_step"] / med_t / 1e9, 1),
-               # the same work (PyTorch's FLOP count) at JAX's speed
-               jax_model_gflops=round(out["torch_flops_per_step"] / med / 1e9, 1))
+    for r in runs:
+      profile(r["compiled"], r["holder"], r["batch"], args.profile)
+  for r in runs:
+    r["times"], r["times_t"] = [], []
+  for i in range(rounds):
+    for r in runs:
+      if worker is not None or len(runs) > 1:
+        r["step"]()                  # settle after the other framework or model ran (round 0: its build)
+      r["times"] += [timed(r["step"]) for _ in range(args.steps)]
+      if worker is not None:
+        for _ in range(max(args.warmup, 1) if i == 0 else 1):
+          worker.call("run", r["torch_thunk"])
+        r["times_t"] += [worker.call("run", r["torch_thunk"]) for _ in range(args.steps)]
   if worker is not None:
     worker.close()
-  if not args.no_shares:
+  for r in runs:
+    _summarise(r["out"], r["times"], r["times_t"], args.batch)
+  if not args.no_shares and len(runs) == 1:
+    r = runs[0]
     from bench.shares import family_shares
-    from jaxgan import cyclegan, pix2pix
-    mod = cyclegan if args.model == "cyclegan" else pix2pix
+    mod, config, forms = objective(args.model), r["config"], r["forms"]
     per_device = _batch(config, args.batch // len(jax.devices()))
-    shares = family_shares(lambda: mod.init(jax.random.PRNGKey(0), config, per_device), forms, med)
-    out["family_shares"] = shares
+    shares = family_shares(lambda: mod.init(jax.random.PRNGKey(0), config, per_device), forms, r["out"]["step_s"])
+    r["out"]["family_shares"] = shares
     for family, e in shares.items():
       form = "fast" if forms.use_fast(family) else "plain"
       if family == "conv_wgrad":
@@ -275,20 +348,56 @@ def run_step(args) -> dict:
             file=sys.stderr)
   if args.peak:
     on_cpu = jax.default_backend() == "cpu"
-    out.update(measure_peak(n=2048 if on_cpu else 8192, torch_too=args.compare == "torch", dtype=args.dtype))
-    peak = out["peak_gflops"]
-    work = out.get("torch_flops_per_step", out["flops_per_step"])
-    out["frac_peak"] = round(work / med / 1e9 / peak, 3)
-    if torch_step is not None:
-      out["torch_frac_peak"] = round(work / med_t / 1e9 / peak, 3)
-  out["peak_rss_mb"] = round(rss_mb(), 1)
-  out["backend"] = jax.default_backend()
+    peak_out = measure_peak(n=2048 if on_cpu else 8192, torch_too=args.compare == "torch", dtype=args.dtype)
+    for r in runs:
+      out = r["out"]
+      out.update(peak_out)
+      work = out.get("torch_flops_per_step", out["flops_per_step"])
+      out["frac_peak"] = round(work / out["step_s"] / 1e9 / peak_out["peak_gflops"], 3)
+      if "torch_step_s" in out:
+        out["torch_frac_peak"] = round(work / out["torch_step_s"] / 1e9 / peak_out["peak_gflops"], 3)
   mem = jax.devices()[0].memory_stats() or {}
-  if "peak_bytes_in_use" in mem:   # accelerators: the device's peak memory in this process
-    out["device_peak_mb"] = round(mem["peak_bytes_in_use"] / 2 ** 20, 1)
-  out["date"] = time.strftime("%Y-%m-%d")
+  for r in runs:
+    out = r["out"]
+    out["peak_rss_mb"] = round(rss_mb(), 1)
+    out["backend"] = jax.default_backend()
+    if "peak_bytes_in_use" in mem:   # accelerators: the device's peak memory in this process
+      out["device_peak_mb"] = round(mem["peak_bytes_in_use"] / 2 ** 20, 1)
+    out["date"] = time.strftime("%Y-%m-%d")
+  return _combine(runs)
+
+
+def _summarise(out: dict, times: list, times_t: list, batch: int) -> None:
+  """Medians, bests and rates of one model's step times (and PyTorch's) into ``out``."""
+  med, best = statistics.median(times), min(times)
+  out.update(step_s=round(med, 4), step_best_s=round(best, 4), img_per_s=round(batch / med, 4),
+             img_per_s_best=round(batch / best, 4),
+             achieved_gflops=round(out["flops_per_step"] / med / 1e9, 1))
+  if times_t:
+    med_t, best_t = statistics.median(times_t), min(times_t)
+    out.update(torch_step_s=round(med_t, 4), torch_step_best_s=round(best_t, 4),
+               torch_img_per_s=round(batch / med_t, 4), ratio=round(med_t / med, 3),
+               ratio_best=round(best_t / best, 3),
+               torch_achieved_gflops=round(out["torch_flops_per_step"] / med_t / 1e9, 1),
+               # the same work (PyTorch's FLOP count) at JAX's speed
+               jax_model_gflops=round(out["torch_flops_per_step"] / med / 1e9, 1))
   out["step_times_s"] = [round(t, 3) for t in times]
   if times_t:
     out["torch_step_times_s"] = [round(t, 3) for t in times_t]
-  del np
-  return out
+
+
+RELATIVE = ("step_s", "xla_temp_plus_args_mb", "flops_per_step", "torch_step_s", "torch_state_mb",
+            "torch_step_peak_mb", "torch_flops_per_step")
+
+
+def _combine(runs: list[dict]) -> dict:
+  """One model's dict, or ``{"models": ..., "relative": ...}`` (each figure over the first model's)."""
+  if len(runs) == 1:
+    return runs[0]["out"]
+  outs = {r["out"]["model"]: r["out"] for r in runs}
+  ref = runs[0]["out"]
+  relative = {name: {k: round(o[k] / ref[k], 3) for k in RELATIVE if o.get(k) and ref.get(k)}
+              for name, o in outs.items()}
+  for name, rel in relative.items():
+    print(f"{name:9s} over {ref['model']}: " + ", ".join(f"{k} {v:.2f}x" for k, v in rel.items()), file=sys.stderr)
+  return {"models": outs, "relative": relative, "reference": ref["model"]}
