@@ -278,3 +278,28 @@ def test_patch_head_that_does_not_fit_nce_layers_is_named(tmp_path):
                                        r"\[3, 16, 32, 32, 32\]"):
     workdir.import_files(files, wd, base_config=recipe)
   assert not wd.exists()
+
+
+def test_jaxgan_cut_exports_to_onnx_as_translate_eval(tmp_path):
+  """The anti-aliased CUT generator (blur down/up-sampling, reflect and replicate padding) exported to ONNX
+  gives translate --eval's PNGs within 1 level in onnxruntime, for a batch of 1 and of 2, non-square."""
+  import onnx
+  import onnxruntime as ort
+
+  from jaxgan import config as config_lib
+  config = config_lib.get_base_config("cut")
+  config.update(dict(netG="resnet_1blocks", ngf=4, ndf=4, netD="n_layers", n_layers_D=2, crop_size=32,
+                     load_size=32, batch_size=1, num_train_steps=10, num_patches=8, netF_nc=8, ema_decay=0.9))
+  wd = make_cut_workdir(tmp_path / "wd", config, trained=False)
+  images = np.random.default_rng(12).integers(0, 256, (2, 32, 40, 3), dtype=np.uint8)
+  pngs = translate(wd, tmp_path, images, "--eval")
+  out = tmp_path / "onnx"
+  assert run_cli("export", "--workdir", wd, "--format", "onnx", "--output", out) == 0
+  assert files_under(out) == ["AtoB.onnx"]
+  meta = {p.key: p.value for p in onnx.load(out / "AtoB.onnx").metadata_props}
+  assert (meta["objective"], meta["direction"], meta["input_size"]) == ("cut", "AtoB", "dynamic")
+  session = ort.InferenceSession(str(out / "AtoB.onnx"))
+  for batch in (images[:1], images):
+    got = session.run(None, {"images": batch})[0]
+    assert got.dtype == np.uint8 and got.shape == pngs[:len(batch)].shape
+    assert np.abs(got.astype(int) - pngs[:len(batch)].astype(int)).max() <= 1

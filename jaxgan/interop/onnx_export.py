@@ -7,15 +7,16 @@ returns the images as a user has them:
 
 * input ``images``: uint8 ``[N, H, W, C_in]`` (NHWC; RGB order as read by PIL); the batch ``N``
   is dynamic; ``H``, ``W`` are multiples of the generator's stride. They are dynamic when the
-  exporter can trace the network for symbolic sizes (jaxgan's ResNets and U-Nets with jax2onnx 0.17;
-  at least one stride for a U-Net, two for a ResNet), else fixed at ``size``
+  exporter can trace the network for symbolic sizes (jaxgan's ResNets, CUT's anti-aliased ones included,
+  and U-Nets with jax2onnx 0.17; at least one stride for a U-Net, two for a ResNet), else fixed at ``size``
   (default ``config.crop_size``), which :func:`export_onnx` reports and the file records
   (``input_size`` in ``metadata_props``);
 * output ``translated``: uint8 ``[N, H, W, C_out]``, ``round((clip(y, -1, 1) + 1) * 127.5)``: the
   8-bit image ``translate`` writes.
 
-The [-1, 1] scaling is inside the graph. ``metadata_props`` record the jaxgan version, the
-objective, the direction, the checkpoint step, the input size and the config JSON.
+The [-1, 1] scaling is inside the graph (arithmetic, not ``translate``'s table lookup: see
+:func:`image_fn`). ``metadata_props`` record the jaxgan version, the objective, the direction, the
+checkpoint step, the input size and the config JSON.
 jax2onnx, onnx (and onnxruntime to run the result) are the ``onnx`` extra.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from jaxgan.interop.export import ExportError, Loaded, check_targets, config_metadata, write_atomic
 
+_log = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = "images", "translated"
 # ONNX opset of the graph: 18 (onnxruntime >= 1.14, TensorRT 8.6+) rather than jax2onnx's default 23; with
 # jax2onnx 0.17 opset 17 gives an invalid ResNet graph (ReduceMean's axes as an input need 18).
@@ -71,7 +73,12 @@ def image_fn(loaded: Loaded, direction: str):
   key = np.zeros((2,), np.uint32)   # eval mode draws nothing; a constant key keeps PRNG ops out of the graph
 
   def fn(images):
-    y = objective.translate(state, images, config=config, direction=direction, eval_mode=True, rng=key,
+    # The pixels made [-1, 1] here, as the host's arithmetic (jaxgan.images.to_model_range_np; ONNX's Div and Sub
+    # round as numpy's), not translate's table lookup: jax2onnx 0.17 lowers a gather by deep-copying its
+    # equation, symbolic sizes and their jax.export scope included, and that copy raises once the trace has
+    # decided size comparisons (the CUT blur's stride-2 slices): the graph would lose its dynamic sizes.
+    x = (images.astype(jnp.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5)
+    y = objective.translate(state, x, config=config, direction=direction, eval_mode=True, rng=key,
                             ids=jnp.zeros(images.shape[:1], jnp.uint32))
     return jnp.round((jnp.clip(y.astype(jnp.float32), -1.0, 1.0) + 1.0) * 127.5).astype(jnp.uint8)
 
@@ -126,8 +133,8 @@ def convert(loaded: Loaded, direction: str, size: tuple[int, int] | None = None)
       try:
         return run(jax.ShapeDtypeStruct(jax.export.symbolic_shape(text, constraints=constraints), jnp.uint8)), \
             "dynamic"
-      except Exception:  # pylint: disable=broad-except  (not traceable for symbolic sizes: try the next)
-        pass
+      except Exception as e:  # pylint: disable=broad-except  (not traceable for symbolic sizes: try the next)
+        _log.debug("jax2onnx cannot trace %s for input %r: %s: %s", config.netG, text, type(e).__name__, e)
     size = (int(config.crop_size),) * 2
   bad = [f"{d}={v}" for d, v in zip("HW", size) if v % stride]
   if bad:

@@ -47,10 +47,13 @@ def _up_1d(x: jax.Array, axis: int) -> jax.Array:
   """Along ``axis``: the transposed [1,3,3,1]/4 blur of stride 2 after a replicate pad, cropped as the
   authors: ``y[2i] = (x[i-1] + 3 x[i]) / 4``, ``y[2i+1] = (3 x[i] + x[i+1]) / 4`` (edges replicated)."""
   n = x.shape[axis]
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (1, 1)
-  xp = jnp.pad(x, pad, mode="edge")
-  prev, mid, nxt = (lax.slice_in_dim(xp, k, k + n, axis=axis) for k in (0, 1, 2))
+  # The replicate pad as slices and concatenations, not jnp.pad(mode="edge"): that one also emits, for every
+  # axis it leaves alone, a zero-sized broadcast and reshape, which jax2onnx 0.17 writes as ONNX Reshapes
+  # whose 0 (an empty axis) ONNX reads as "copy this input axis": an invalid graph (jaxgan.interop.onnx_export).
+  first, last = lax.slice_in_dim(x, 0, 1, axis=axis), lax.slice_in_dim(x, n - 1, n, axis=axis)
+  prev = lax.concatenate([first, lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis)   # x[i-1], x[-1] := x[0]
+  nxt = lax.concatenate([lax.slice_in_dim(x, 1, n, axis=axis), last], axis)        # x[i+1], x[n] := x[n-1]
+  mid = x
   even, odd = (prev + 3.0 * mid) * 0.25, (3.0 * mid + nxt) * 0.25
   y = jnp.stack([even, odd], axis=axis + 1)   # interleave: index 2i, 2i+1
   shape = list(x.shape)
