@@ -51,5 +51,8 @@ def installed_jaxgan() -> Path:
 
 
 def env(site: Path, **extra: str) -> dict[str, str]:
-  """os.environ with ``site`` alone on PYTHONPATH (the checkout is not reachable from it)."""
-  return {**os.environ, "PYTHONPATH": str(site), **extra}
+  """A user's environment (without the variables tests/conftest.py set for the suite: calibration and the
+  compiled-program cache run as they do for users) with ``site`` alone on PYTHONPATH (the checkout is not
+  reachable from it)."""
+  from conftest import user_environment  # pylint: disable=import-outside-toplevel
+  return user_environment(PYTHONPATH=str(site), **extra)

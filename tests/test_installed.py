@@ -57,3 +57,16 @@ def test_installed_jaxgan_trains_a_recipe_by_name_from_an_empty_folder(tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (cwd / "W" / "checkpoints" / "2").is_dir()
   assert json.loads((cwd / "W" / "eval.json").read_text())
+  # translate and evaluate of that workdir, as a user runs them (the same plain environment)
+  from PIL import Image
+  (cwd / "photos").mkdir()
+  Image.new("RGB", (24, 16), (200, 40, 10)).save(cwd / "photos" / "p.jpg")
+  jaxgan = lambda *a: subprocess.run([str(site / "bin" / "jaxgan"), *a], cwd=cwd,   # noqa: E731
+                                     env=env(site, JAXGAN_CACHE_DIR=CACHE), capture_output=True, text=True,
+                                     timeout=300)
+  proc = jaxgan("translate", "--workdir", "W", "--input", "photos", "--output", "out", "--direction", "BtoA")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert Image.open(cwd / "out" / "p.png").size == (24, 16)
+  proc = jaxgan("evaluate", "--workdir", "W")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.loads(proc.stdout.strip().splitlines()[-1])["num_images"] >= 1
