@@ -2,8 +2,8 @@
 
 The pytest process has one CPU device, so one subprocess runs this file as a
 script with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` and prints
-one JSON line: the all-reduce bytes of the compiled 8-device CycleGAN and
-pix2pix steps (:func:`jaxgan.parallel.jit_train_step`) against their parameters'
+one JSON line: the all-reduce bytes of the compiled 8-device CycleGAN,
+pix2pix, CUT and FastCUT steps (:func:`jaxgan.parallel.jit_train_step`) against their parameters'
 bytes (read off ``compiled.as_text()`` by ``scripts/bench/sharded.py``), and
 BatchNorm with ``bn_group_size`` over 4 devices against separate computations
 of each group. Nothing of the 8-device steps is executed, only compiled.
@@ -29,8 +29,15 @@ def _comm(model_name: str) -> dict:
   import jax
   from bench.sharded import collectives, param_bytes
   from helpers import tiny_cyclegan_config, tiny_pix2pix_config
-  from jaxgan import cyclegan, parallel, pix2pix
-  if model_name == "cyclegan":   # each generator applied 3 times (identity on), each discriminator twice
+  from jaxgan import config as config_lib, cut, cyclegan, parallel, pix2pix
+  if model_name in ("cut", "fastcut"):   # G applied 5 times (CUT: fake, 4 encodes) or 3 (FastCUT), F 4 or 2
+    model, c = cut, config_lib.get_base_config("cut")
+    c.update(dict(netG="resnet_1blocks", nce_layers=(0, 4), no_antialias=True, no_antialias_up=True, ngf=4, ndf=4,
+                  crop_size=32, load_size=32,
+                  batch_size=N_DEVICES, num_patches=16, netF_nc=8, num_train_steps=100))
+    if model_name == "fastcut":   # the authors' FastCUT presets
+      c.update(dict(lambda_NCE=10.0, nce_idt=False, flip_equivariance=True))
+  elif model_name == "cyclegan":   # each generator applied 3 times (identity on), each discriminator twice
     model, c = cyclegan, tiny_cyclegan_config(netG="resnet_1blocks", ngf=4, ndf=4, batch_size=N_DEVICES,
                                               pool_size=4, lambda_identity=0.5)
   else:   # batch norm over the global batch, D applied 3 times
@@ -129,7 +136,7 @@ def _translate_split() -> dict:
           "flops_per_device_over_one": per_device / alone}
 
 
-def worker(parts=("bn", "translate", "cyclegan", "pix2pix")) -> dict:
+def worker(parts=("bn", "translate", "cyclegan", "pix2pix", "cut", "fastcut")) -> dict:
   import time
 
   import jax
@@ -154,12 +161,14 @@ def report() -> dict:
   return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
 
 
-@pytest.mark.parametrize("model_name", ["cyclegan", "pix2pix"])
+@pytest.mark.parametrize("model_name", ["cyclegan", "pix2pix", "cut", "fastcut"])
 def test_each_gradient_crosses_the_devices_once(report, model_name):
   """All-reduce bytes of the compiled 8-device step <= 1.1x the parameters' bytes.
 
   XLA's partitioner all-reduced each use of a weight's gradient on its own: CycleGAN (generators
-  applied 3 times, discriminators twice) sent 2.7x its parameters' bytes, pix2pix 1.15x.
+  applied 3 times, discriminators twice) sent 2.7x its parameters' bytes, pix2pix 1.15x. CUT and FastCUT
+  (one G applied several times, D twice, the patch head F on queries and keys) go through the same
+  per-device step: one exchange of G's, D's and F's gradients.
   """
   r = report[model_name]
   assert r["param_bytes"] > 0 and r["allreduce_bytes"] >= r["param_bytes"], r   # every gradient is averaged

@@ -7,7 +7,11 @@
 Times ``jax.jit(train_step)`` (state donated) on random images: the real
 recipe of ``configs`` defaults (pix2pix: unet_256 + basic PatchGAN, batch norm,
 dropout, vanilla GAN + 100 L1; CycleGAN: two resnet_9blocks + two PatchGANs,
-instance norm, LSGAN, cycle + identity, image pools). It reports the trace and
+instance norm, LSGAN, cycle + identity, image pools; CUT and FastCUT: the authors'
+recipes ``configs/cut_horse2zebra.py`` and ``configs/fastcut_horse2zebra.py``, against
+``tests/torch_reference_cut.py``'s iteration). ``--model cyclegan,cut,fastcut``
+times several in one process, each step in turn within every round, with each
+figure also given over the first model's. It reports the trace and
 compile time (``--cache-dir``: also the time to load the step from JAX's
 persistent compilation cache after ``jax.clear_caches()``, as a second process
 start would), XLA's FLOP count of the compiled step and the achieved FLOP/s,
