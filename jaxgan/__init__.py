@@ -7,7 +7,7 @@ each registered one is imported here, so ``jaxgan.<name>`` works for all),
 ``jaxgan.parallel`` (data-parallel steps), ``jaxgan.config`` (the reference
 hyper-parameters). I/O lives in ``jaxgan.data``,
 ``jaxgan.checkpoint``, ``jaxgan.train`` and ``jaxgan.cli``, process settings in
-``jaxgan.host`` (imported on demand).
+``jaxgan.cpu.host`` (imported on demand).
 """
 __version__ = "0.1.0"
 

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def enable_compilation_cache() -> None:
   """JAX's persistent compilation cache in $JAXGAN_CACHE_DIR (default ~/.cache/jaxgan/xla)."""
   import jax
-  from jaxgan import calibration
+  from jaxgan.cpu import calibration
   cache = calibration.default_dir()   # the calibration file lives there too
   try:
     os.makedirs(cache, exist_ok=True)
@@ -59,7 +59,7 @@ def enable_compilation_cache() -> None:
     return   # an unwritable home is no reason to fail
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  from jaxgan import aot_cache
+  from jaxgan.cpu import aot_cache
   aot_cache.set_directory(cache)   # whole compiled steps too: a restart skips tracing them
 
 
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Entry point; returns the exit status (0 ok, 1 the run failed, 2 bad command line/config).
 
   Run as the program (``argv`` None) it first applies the process-wide CPU host
-  settings of :mod:`jaxgan.host`; called with an explicit ``argv`` from other
+  settings of :mod:`jaxgan.cpu.host`; called with an explicit ``argv`` from other
   code it leaves the process's settings alone. SIGTERM/SIGINT are caught from
   the first line (:func:`jaxgan.preemption.install_early`): ``train`` stops
   cleanly wherever it is (exit 0); the other commands end with 128 + the signal
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
   from jaxgan import preemption
   if argv is None:
-    from jaxgan import host
+    from jaxgan.cpu import host
     host.configure()
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser()
@@ -145,7 +145,7 @@ def _main(argv: Sequence[str] | None) -> int:
       preemption.check_startup("joining the job")
     enable_compilation_cache()
     if getattr(command, "RUNS_GENERATORS", False):
-      from jaxgan import calibration
+      from jaxgan.cpu import calibration
       calibration.ensure()   # once per processor and JAX version (~2.5 s), then read from the cache
       preemption.check_startup("calibrating the layer forms")
     return int(command.run(args))

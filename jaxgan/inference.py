@@ -21,7 +21,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxgan import checkpoint, host, metrics, objectives, parallel
+from jaxgan import checkpoint, metrics, objectives, parallel
+from jaxgan.cpu import host
 from jaxgan.images import batch_to_float
 from jaxgan import config as config_lib
 from jaxgan.reporting import write_json  # noqa: F401  (re-exported for the commands)

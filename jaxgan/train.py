@@ -27,7 +27,8 @@ import ml_collections
 import numpy as np
 
 import jaxgan
-from jaxgan import aot_cache, checkpoint, checks, host, nets, objectives, parallel, reporting
+from jaxgan import checkpoint, checks, nets, objectives, parallel, reporting
+from jaxgan.cpu import aot_cache, host
 from jaxgan import preemption
 from jaxgan.data_wait import DataWait
 from jaxgan.preemption import StopAgreement, StopSignal
@@ -276,11 +277,11 @@ def decide_layer_forms(config: ml_collections.ConfigDict, ckpt: checkpoint.Check
 
   ``auto`` takes the forms recorded in the workdir's checkpoints when there are any (a resumed run
   compiles the program it was trained with, whatever this machine's calibration says), else
-  :func:`jaxgan.calibration.resolve_forms` for the mesh's platform (measured per layer shape of this
+  :func:`jaxgan.cpu.calibration.resolve_forms` for the mesh's platform (measured per layer shape of this
   step on a one-process CPU run). An explicit value is used as written. The value goes into every
   checkpoint's metadata (:func:`make_meta`), which ``translate`` and ``evaluate`` read.
   """
-  from jaxgan import calibration
+  from jaxgan.cpu import calibration
   from jaxgan.models.forms import LayerForms
   spec = str(config.get("layer_forms", "auto")).strip()
   recorded = recorded_layer_forms(ckpt) if spec == "auto" else None

@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   if args.devices > 1:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={args.devices}").strip()
-  from jaxgan import host  # pylint: disable=import-outside-toplevel
+  from jaxgan.cpu import host  # pylint: disable=import-outside-toplevel
   host.configure()   # as the jaxgan program does
   tmp = tempfile.mkdtemp(prefix="bench_fid_")
   weights = os.path.join(tmp, "random_fid_inception.pth")

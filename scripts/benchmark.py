@@ -12,12 +12,12 @@ One module per mode, the shared timing helpers in ``scripts/bench/common.py``:
 - step mode (the default; ``--compare torch``, ``--peak``, ``--profile N``,
   ``--steps 0`` for compile only): ``scripts/bench/step.py`` and
   ``scripts/bench/profile.py``;
-- ``--ops``: each ``jaxgan.models.fast_ops`` formulation against its plain
+- ``--ops``: each ``jaxgan.cpu.fast_ops`` formulation against its plain
   form at the real layer shapes, ``scripts/bench/ops.py``;
 - the modes of :data:`MODES`, which take their own options: every argument
   but the mode flag goes to that module's ``main(argv)``.
 
-This process applies ``jaxgan.host.configure()`` first in step and ops mode,
+This process applies ``jaxgan.cpu.host.configure()`` first in step and ops mode,
 as the ``jaxgan`` program does (``JAXGAN_HOST_TUNING=0`` to measure without
 it); ``--torch-tuned`` gives the PyTorch process the same malloc setting. The
 machine may be shared: every figure is the minimum or the median over repeats
@@ -73,7 +73,7 @@ def parse_args(argv: Sequence[str] | None):
                  help="where the PyTorch reference runs (cuda: timed with torch.cuda.synchronize)")
   p.add_argument("--torch-compile", action="store_true", help="torch.compile the reference's networks")
   p.add_argument("--torch-tuned", action="store_true",
-                 help="give the PyTorch process jaxgan's malloc setting too (jaxgan.host.keep_freed_memory)")
+                 help="give the PyTorch process jaxgan's malloc setting too (jaxgan.cpu.host.keep_freed_memory)")
   p.add_argument("--peak", action="store_true", help="also measure the matmul peak")
   p.add_argument("--plain", action="store_true",
                  help="build the step with the plain layer forms (default: as jaxgan train decides them)")
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict | list | int | None:
     flags += " --xla_cpu_enable_xprof_traceme=true"
   os.environ["XLA_FLAGS"] = flags.strip()
   from bench import common  # pylint: disable=import-outside-toplevel  # puts the repository on sys.path
-  from jaxgan import host  # pylint: disable=import-outside-toplevel
+  from jaxgan.cpu import host  # pylint: disable=import-outside-toplevel
   host_tuning = host.configure()   # as the jaxgan program does; JAXGAN_HOST_TUNING=0 to measure without
   import jax  # pylint: disable=import-outside-toplevel
   if args.cache_dir:

@@ -12,9 +12,9 @@ import os
 
 import pytest
 
-# The CLI calibrates the layer forms per processor (jaxgan.calibration); in the suite every run
+# The CLI calibrates the layer forms per processor (jaxgan.cpu.calibration); in the suite every run
 # uses the fixed default, so results do not depend on a timing. tests/test_calibration.py turns it on.
-# Likewise the CLI's cache of whole compiled steps (jaxgan.aot_cache), which cannot see a test's
+# Likewise the CLI's cache of whole compiled steps (jaxgan.cpu.aot_cache), which cannot see a test's
 # monkeypatches; tests/test_aot_cache.py turns it on. Subprocesses that must run as a user's would
 # (tests/test_multiprocess.py) take user_environment(), which leaves these out.
 TEST_ONLY_ENV = tuple(k for k in ("JAXGAN_CALIBRATION", "JAXGAN_AOT_CACHE") if k not in os.environ)

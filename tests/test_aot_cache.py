@@ -1,4 +1,4 @@
-"""jaxgan.aot_cache: whole compiled programs saved by the jaxgan program, so a restart does not trace."""
+"""jaxgan.cpu.aot_cache: whole compiled programs saved by the jaxgan program, so a restart does not trace."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgan import aot_cache, cli, parallel, train
+from jaxgan import cli, parallel, train
+from jaxgan.cpu import aot_cache
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_a_broken_file_is_compiled_again_and_replaced(cache, caplog):
   path.write_bytes(b"not a pickle")
   aot_cache._LOADED.clear()   # pylint: disable=protected-access
   traces = []
-  with caplog.at_level(logging.WARNING, logger="jaxgan.aot_cache"):
+  with caplog.at_level(logging.WARNING, logger="jaxgan.cpu.aot_cache"):
     fn = aot_cache.compile_cached(_counting_jit(traces), _args(), name="toy")
   assert traces == [1] and "compiling it again" in caplog.text
   assert float(fn(*_args())["sum"][0, 0]) == 35.0
@@ -126,7 +127,7 @@ cache, mode = sys.argv[1], sys.argv[2]
 jax.config.update("jax_compilation_cache_dir", cache)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-from jaxgan import aot_cache
+from jaxgan.cpu import aot_cache
 
 def f(x):   # slices, reflect padding and a broadcast: fusions that XLA:CPU compiles to separate functions
   y = jnp.pad(x, ((1, 1), (1, 1)), mode="reflect")

@@ -1,4 +1,4 @@
-"""jaxgan.calibration: the per-processor choice of layer forms, measured once and read from the cache."""
+"""jaxgan.cpu.calibration: the per-processor choice of layer forms, measured once and read from the cache."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgan import calibration
-from jaxgan.models import fast_ops as F
+from jaxgan.cpu import calibration
+from jaxgan.cpu import fast_ops as F
 from jaxgan.models import layers
 from jaxgan.models.forms import DEFAULT, FAMILIES, PLAIN, LayerForms
 

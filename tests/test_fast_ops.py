@@ -1,4 +1,4 @@
-"""``jaxgan.models.fast_ops``: each fast function is the same linear map as an independent plain form.
+"""``jaxgan.cpu.fast_ops``: each fast function is the same linear map as an independent plain form.
 
 The references here are written from scratch (``lax.conv_general_dilated``,
 ``jnp.pad(mode="reflect")``, mean/variance instance norm, torch semantics for the
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import require_torch
-from jaxgan.models import fast_ops as F
+from jaxgan.cpu import fast_ops as F
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 RTOL = 1e-4  # max |fast - ref| <= RTOL * max |ref| (float32; measured errors are ~1e-7 relative)

@@ -1,4 +1,4 @@
-"""``jaxgan.host``: the process-wide CPU settings, and that only the program applies them."""
+"""``jaxgan.cpu.host``: the process-wide CPU settings, and that only the program applies them."""
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jaxgan import cli, host
+from jaxgan import cli
+from jaxgan.cpu import host
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _FAULTS = textwrap.dedent("""
     import ctypes, resource, sys
     if sys.argv[1] == "tuned":
-        from jaxgan import host
+        from jaxgan.cpu import host
         assert host.keep_freed_memory()
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p

@@ -12,7 +12,8 @@ from pathlib import Path
 import jax
 import pytest
 
-from jaxgan import calibration, checkpoint, cli, inference, nets, train
+from jaxgan import checkpoint, cli, inference, nets, train
+from jaxgan.cpu import calibration
 from jaxgan.models.forms import FAMILIES, LayerForms
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -152,7 +152,7 @@ def straight_pair(tmp_path_factory, cache_dir) -> tuple[Path, list[str]]:
 def test_two_processes_equal_one_process_with_four_devices(tmp_path, straight_pair, cache_dir):
   multi, outputs = straight_pair
   single = tmp_path / "one_process"
-  # The one-process reference uses the fixed layer forms that a multi-process run uses (jaxgan.calibration):
+  # The one-process reference uses the fixed layer forms that a multi-process run uses (jaxgan.cpu.calibration):
   # the comparison is of the parallelism, not of this processor's choice of equal-math forms.
   proc = subprocess.Popen(_command(single), env=_env(4, cache_dir, JAXGAN_CALIBRATION="0"), cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -6,7 +6,7 @@ argparse sub-parser) and ``run(args) -> int`` (the exit status). Commands that
 take ``--config.KEY=VALUE`` overrides set ``TAKES_CONFIG_OVERRIDES = True`` and
 receive them as ``args.config_overrides``. Commands that build and run the
 networks set ``RUNS_GENERATORS = True``: the CLI first installs this processor's
-layer-form calibration (:func:`jaxgan.calibration.ensure`). A command may define
+layer-form calibration (:func:`jaxgan.cpu.calibration.ensure`). A command may define
 ``join(args)``, which the CLI calls before anything starts JAX's backend (``train``
 joins a multi-process job there), and ``SAVES_ON_SIGNAL = True`` to keep the
 SIGTERM/SIGINT handlers the CLI installs on its first line (else the defaults

@@ -4,7 +4,7 @@ Pure modules, no I/O. See ``generators.py`` / ``discriminators.py`` for the
 parameter-tree naming and ``layers.py`` for the layer kinds (convs, transposed
 conv kernel layout, norms, initialisation). ``forms.py`` is the one seam for
 XLA:CPU: the networks' ``forms`` field picks the equal-math CPU forms of
-``fast_ops`` per layer family (plain math on every other platform).
+``jaxgan.cpu.fast_ops`` per layer family (plain math on every other platform).
 """
 from __future__ import annotations
 

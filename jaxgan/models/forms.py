@@ -2,7 +2,7 @@
 
 Each layer family has two forms that compute the same math (values and gradients up
 to float rounding, same parameters): the plain XLA form, which is the reference and
-what GPUs and TPUs always run, and the CPU form of :mod:`jaxgan.models.fast_ops`,
+what GPUs and TPUs always run, and the CPU form of :mod:`jaxgan.cpu.fast_ops`,
 written around XLA:CPU's slow paths. A :class:`LayerForms` says which CPU form each
 family uses -- for the whole family, and optionally per layer shape (``shapes``:
 ``(family, shape key)`` pairs that take the other form). It only matters in programs
@@ -14,7 +14,7 @@ part of the program's definition; nothing is read from process state. The runs
 spell it as a string (config key ``layer_forms``, see :func:`LayerForms.parse` and
 :meth:`LayerForms.spec`), decided once when a run starts, logged and recorded in the
 workdir's checkpoint metadata (``jaxgan.train``); how a machine picks it is
-:mod:`jaxgan.calibration`'s business, not this module's.
+:mod:`jaxgan.cpu.calibration`'s business, not this module's.
 
 Families: ``conv`` (Conv2d), ``conv_transpose`` (ConvTranspose2d), ``pad``
 (reflection padding), ``instance_norm``, ``conv_wgrad`` (the kernel gradient of a
@@ -73,7 +73,7 @@ class LayerForms:
     """A ``layer_forms`` value: ``plain`` (the reference forms), ``fast`` (every CPU form),
     ``default`` (:data:`DEFAULT_FAST`), or a :meth:`spec` string (families left out take
     their default). ``auto`` and None read as ``default`` here; a run resolves ``auto``
-    per machine before it builds anything (:func:`jaxgan.calibration.resolve_forms`)."""
+    per machine before it builds anything (:func:`jaxgan.cpu.calibration.resolve_forms`)."""
     if isinstance(text, LayerForms):
       return text
     text = "default" if text is None else str(text).strip()

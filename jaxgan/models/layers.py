@@ -20,7 +20,7 @@ conv layers compute their kernel gradients and bias adds in float32
 
 The one hook for XLA:CPU: ``Conv2d``, ``ConvTranspose2d``, ``reflection_pad`` and
 ``InstanceNorm`` compute the plain math below, except where :func:`cpu_form` says
-to use the equal-math XLA:CPU form of :mod:`jaxgan.models.fast_ops` (same
+to use the equal-math XLA:CPU form of :mod:`jaxgan.cpu.fast_ops` (same
 parameters, same values and gradients up to float rounding). That happens only in
 programs compiled for CPU devices (:func:`target_platform`: the devices the step is
 compiled for, not the host) and as the module's ``forms`` field
@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxgan.config import INIT_TYPES, NORMS, check_choice  # noqa: F401  (the one table of choices)
-from jaxgan.models import fast_ops as F
+from jaxgan.cpu import fast_ops as F
 from jaxgan.models.forms import DEFAULT, LayerForms, conv_key
 
 Dtype = Any
@@ -50,7 +50,7 @@ Initializer = Callable[..., jax.Array]
 
 def cpu_form(forms: LayerForms, family: str, shape: str | None = None) -> bool:
   """THE HOOK: whether a layer of ``family`` (at layer shape ``shape``) runs its XLA:CPU form
-  (:mod:`jaxgan.models.fast_ops`) instead of the plain math: only in programs compiled for CPU
+  (:mod:`jaxgan.cpu.fast_ops`) instead of the plain math: only in programs compiled for CPU
   devices (:func:`target_platform`), and there as the module's ``forms`` field says."""
   return target_platform() == "cpu" and forms.use_fast(family, shape)
 

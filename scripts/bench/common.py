@@ -96,10 +96,10 @@ def _torch_worker(conn, threads: int, keep_freed_memory: bool = False) -> None:
   thunks are kept (added to those of earlier builds) and the answer sent back; ("run", name) runs one thunk and
   answers its seconds; ("stop",) ends. Keeping torch in its own process keeps
   its OpenMP threads and JAX's thread pool from spinning against each other.
-  ``keep_freed_memory``: the malloc setting of ``jaxgan.host`` (``--torch-tuned``).
+  ``keep_freed_memory``: the malloc setting of ``jaxgan.cpu.host`` (``--torch-tuned``).
   """
   if keep_freed_memory:
-    from jaxgan import host  # pylint: disable=import-outside-toplevel
+    from jaxgan.cpu import host  # pylint: disable=import-outside-toplevel
     host.keep_freed_memory()
   import torch
   torch.set_num_threads(threads)

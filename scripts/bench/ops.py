@@ -1,4 +1,4 @@
-"""``--ops``: each reformulation of ``jaxgan.models.fast_ops`` against its plain form, at the real layer shapes.
+"""``--ops``: each reformulation of ``jaxgan.cpu.fast_ops`` against its plain form, at the real layer shapes.
 
     python scripts/benchmark.py --ops [--op-filter resblock] [--compare torch] [--reps 5]
 
@@ -18,7 +18,7 @@ from bench.common import TorchWorker, block, timed
 
 def _op_cases(filter_: str) -> list[dict]:
   """Layer shapes of the 256x256 networks (batch 1) and the formulations to compare."""
-  from jaxgan.models import fast_ops as F
+  from jaxgan.cpu import fast_ops as F
 
   def padded(name, x, w, pad):      # reflection pad + VALID conv
     v = {"plain": lambda x, w: F.conv2d(F.reflection_pad_plain(x, pad), w),

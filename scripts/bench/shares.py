@@ -1,7 +1,7 @@
 """Each layer family's share of a train step: its layers' forward + backward, timed alone at the step's shapes.
 
 :func:`family_layers` lists every layer call of the step's networks (by tracing their
-init abstractly, the way :func:`jaxgan.calibration.step_conv_shapes` does), grouped
+init abstractly, the way :func:`jaxgan.cpu.calibration.step_conv_shapes` does), grouped
 by family and shape; :func:`family_shares` times one call of each distinct layer,
 value and all gradients, in the form the run's :class:`LayerForms` gives it, at the
 step's per-device batch, and multiplies by the number of calls. Layers timed alone
@@ -54,7 +54,7 @@ def family_layers(init_fn: Callable[[], Any]) -> collections.Counter:
 
 def _wgrad_key(desc) -> bool:
   """Whether ``conv_wgrad`` decides this conv layer's kernel gradient."""
-  from jaxgan import calibration
+  from jaxgan.cpu import calibration
   from jaxgan.models.forms import conv_key
   shape, _, (features, k, stride, padding, _, _) = desc
   return calibration.wgrad_relevant(conv_key(shape, (k, k, shape[-1], features), stride, padding))

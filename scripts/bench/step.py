@@ -25,7 +25,7 @@ machine, the first JAX CycleGAN step right after a PyTorch step ran up to 20%
 slower). PyTorch's FLOPs come from ``torch.utils.flop_counter``. ``--peak``
 times a large float32 matmul in both frameworks (the machine's practical
 peak). ``--plain`` builds the step with the plain layer forms (not those of
-``jaxgan.models.fast_ops``; to measure what they buy); otherwise the forms are
+``jaxgan.cpu.fast_ops``; to measure what they buy); otherwise the forms are
 decided as ``jaxgan train`` does and printed, with the kernel-gradient timings
 at each conv shape of the step. ``--profile N`` prints
 the N most expensive ops (:mod:`bench.profile`). After timing, each layer family's
@@ -232,7 +232,7 @@ def step_forms(args, config):
   this processor's calibration, per layer shape of this step), ``--plain``, or ``--form`` overrides
   (a whole family, every shape). Returns (LayerForms, how it was decided, per-shape timings)."""
   import jax
-  from jaxgan import calibration
+  from jaxgan.cpu import calibration
   from jaxgan.models.forms import LayerForms
   if args.plain:
     return LayerForms.parse("plain"), "--plain", {}

@@ -118,12 +118,13 @@ def torch_thunks(model: str, files: list[str], out_dir: str, batch: int, threads
 
 def run_translate(argv=None) -> dict:
   args = _args(argv)
-  from jaxgan import host
+  from jaxgan.cpu import host
   host.configure()
   import jax
   import numpy as np
   from jaxgan import config as config_lib
-  from jaxgan import calibration, inference, objectives
+  from jaxgan import inference, objectives
+  from jaxgan.cpu import calibration
   if args.model == "cyclegan":
     config = config_lib.get_cyclegan_base_config()
   else:

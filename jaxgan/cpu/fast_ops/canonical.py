@@ -110,7 +110,7 @@ def _tap_wgrad(x: jax.Array, g: jax.Array, kernel_shape: Sequence[int]) -> jax.A
   158 ms against 1.6 ms). For larger kernels XLA's convolution (YNNPACK) is
   reasonable, and whether the taps beat it depends on the processor and the shape
   (family ``conv_wgrad`` of :mod:`jaxgan.models.forms`, chosen per layer shape by
-  :mod:`jaxgan.calibration`): on a 2-core AVX2 Zen 3 the
+  :mod:`jaxgan.cpu.calibration`): on a 2-core AVX2 Zen 3 the
   ResNet block's 3x3 256->256 at 64x64 took 44 ms against 81 ms, and with two
   running side by side (as inside the train step, one per core) 90 against 189 ms.
   """

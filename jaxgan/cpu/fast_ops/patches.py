@@ -3,7 +3,7 @@
 Owns: :func:`conv2d_patches` (patches @ kernel) and
 :func:`conv_transpose_patches` (a batched matmul over the taps, then shifted
 adds). They pay off for the inner U-Net levels, where reading a 4-8 M-weight
-kernel costs more than the few pixels; :func:`jaxgan.models.fast_ops.conv2d_fast`
+kernel costs more than the few pixels; :func:`jaxgan.cpu.fast_ops.conv2d_fast`
 / ``conv_transpose_fast`` decide when (the ``PATCH_*`` constants there).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgan.models.fast_ops.strided import (_check_transpose_args, _interleave_phases, conv_output_size,
+from jaxgan.cpu.fast_ops.strided import (_check_transpose_args, _interleave_phases, conv_output_size,
                                             conv_transpose_output_size)
 
 def _patches(x: jax.Array, k: int, stride: int, padding: int, out_h: int, out_w: int) -> jax.Array:

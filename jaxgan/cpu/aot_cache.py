@@ -70,7 +70,7 @@ def set_directory(cache_dir: str | os.PathLike | None) -> None:
 
 
 def forget() -> None:
-  """Let go of the programs this process loaded or compiled here (:func:`jaxgan.host.relieve_mapping_pressure`);
+  """Let go of the programs this process loaded or compiled here (:func:`jaxgan.cpu.host.relieve_mapping_pressure`);
   the files stay."""
   _LOADED.clear()
 
@@ -88,7 +88,7 @@ def directory() -> Path | None:
 @functools.lru_cache(maxsize=1)
 def source_hash() -> str:
   """SHA-256 of every ``.py`` file of the ``jaxgan`` package (names and contents)."""
-  root = Path(__file__).resolve().parent
+  root = Path(__file__).resolve().parent.parent   # the whole jaxgan package
   h = hashlib.sha256()
   for path in sorted(root.rglob("*.py")):
     h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")

@@ -157,7 +157,7 @@ def relieve_mapping_pressure(fraction: float | None = None) -> bool:
 
   import jax  # pylint: disable=import-outside-toplevel
 
-  from jaxgan import aot_cache  # pylint: disable=import-outside-toplevel
+  from jaxgan.cpu import aot_cache  # pylint: disable=import-outside-toplevel
   aot_cache.forget()
   jax.clear_caches()
   gc.collect()

@@ -5,7 +5,7 @@ forms), :mod:`.strided` (strided / transposed convs as phase convs, and the
 sub-pixel form), :mod:`.patches` (few-pixel convs as matmuls), :mod:`.pad_norm`
 (reflection padding, instance norm); this ``__init__`` re-exports every public
 name and owns the dispatchers :func:`conv2d_fast` / :func:`conv_transpose_fast`
-that pick a form by shape (``from jaxgan.models import fast_ops as F``).
+that pick a form by shape (``from jaxgan.cpu import fast_ops as F``).
 
 Each public fast function computes exactly the same linear map (values and
 gradients, up to float rounding) as the plain counterpart kept beside it, and
@@ -62,10 +62,10 @@ from __future__ import annotations
 
 import jax
 
-from jaxgan.models.fast_ops.canonical import DIMS, conv2d, conv2d_valid, conv_s1
-from jaxgan.models.fast_ops.pad_norm import instance_norm, instance_norm_plain, reflection_pad, reflection_pad_plain
-from jaxgan.models.fast_ops.patches import conv2d_patches, conv_transpose_patches
-from jaxgan.models.fast_ops.strided import (conv2d_strided, conv_output_size, conv_transpose,
+from jaxgan.cpu.fast_ops.canonical import DIMS, conv2d, conv2d_valid, conv_s1
+from jaxgan.cpu.fast_ops.pad_norm import instance_norm, instance_norm_plain, reflection_pad, reflection_pad_plain
+from jaxgan.cpu.fast_ops.patches import conv2d_patches, conv_transpose_patches
+from jaxgan.cpu.fast_ops.strided import (conv2d_strided, conv_output_size, conv_transpose,
                                             conv_transpose_output_size, conv_transpose_plain,
                                             conv_transpose_subpixel, depth_to_space, subpixel_kernel)
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgan.models.fast_ops.canonical import DIMS, _flip_swap, _wgrad_s1, conv2d, conv_s1
+from jaxgan.cpu.fast_ops.canonical import DIMS, _flip_swap, _wgrad_s1, conv2d, conv_s1
 
 # ----------------------------------------------------------------------------- strided / transposed convs
 

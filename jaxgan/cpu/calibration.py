@@ -1,6 +1,6 @@
 """Which XLA:CPU layer forms a run uses: measured once per processor (and per layer shape), cached on disk.
 
-What it buys, and where: only on CPUs. ``jaxgan.models.fast_ops`` holds equal-math
+What it buys, and where: only on CPUs. ``jaxgan.cpu.fast_ops`` holds equal-math
 forms of the layers that XLA:CPU compiles badly; whether each one wins depends on the
 processor (2-core AVX2 Zen 3, AVX-512 EPYC and Sapphire Rapids AMX were measured) and,
 for the tap kernel gradients, on the layer shape (on a Sapphire Rapids Xeon the taps
@@ -245,7 +245,7 @@ def measure_wgrad_shapes(shapes: Sequence[str], reps: int = 5) -> dict:
   shape, taps against XLA's convolution, alternated."""
   import jax
   import numpy as np
-  from jaxgan.models import fast_ops as F
+  from jaxgan.cpu import fast_ops as F
   rng = np.random.default_rng(0)
   out = {}
   for key in shapes:
@@ -273,7 +273,7 @@ def measure_wgrad_shapes(shapes: Sequence[str], reps: int = 5) -> dict:
 
 def _cases():
   """family -> (fast fn, plain fn, argument shapes): layer-sized cases that compile in well under a second."""
-  from jaxgan.models import fast_ops as F
+  from jaxgan.cpu import fast_ops as F
 
   return {
       # a ResNet-block conv after reflection padding, and a stride-2 downsampling conv
