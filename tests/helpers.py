@@ -38,3 +38,13 @@ def paired_problem(n: int = 8, size: int = 32, seed: int = 0):
   a = smooth_images(np.random.default_rng(seed), n, size)
   b = -a[..., ::-1]
   return a, b
+
+
+def read_meta(wd, step: int = 0) -> dict:
+  """The metadata saved with checkpoint ``step`` of workdir ``wd``."""
+  from jaxgan import checkpoint  # pylint: disable=import-outside-toplevel
+  ckpt = checkpoint.Checkpointer(wd, read_only=True)
+  try:
+    return ckpt.read_meta(step)
+  finally:
+    ckpt.close()

@@ -29,6 +29,7 @@ import torch_reference as R  # noqa: E402  (needs torch)
 from jaxgan import checkpoint, cli  # noqa: E402
 from jaxgan import config as config_lib  # noqa: E402
 from jaxgan.interop import pytorch, workdir  # noqa: E402
+from helpers import read_meta  # noqa: E402
 
 pytestmark = pytest.mark.torch
 CACHE = os.environ.get("JAXGAN_CACHE_DIR", "/tmp/jaxgan-test-xla-cache")
@@ -89,14 +90,6 @@ def translate_and_compare(wd: Path, tmp: Path, net, image: np.ndarray, *, direct
   want = torch_png(net, image, eval_mode=eval_mode)
   got = got.reshape(want.shape)
   return int(np.abs(got.astype(int) - want.astype(int)).max())
-
-
-def read_meta(wd: Path, step: int = 0) -> dict:
-  ckpt = checkpoint.Checkpointer(wd, read_only=True)
-  try:
-    return ckpt.read_meta(step)
-  finally:
-    ckpt.close()
 
 
 def norm_prefixes(net_name: str, kind: str = "G") -> list[str]:

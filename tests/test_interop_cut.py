@@ -23,6 +23,7 @@ import torch_reference as R  # noqa: E402  (needs torch)
 import torch_reference_cut as RC  # noqa: E402
 from jaxgan import checkpoint, cli, models  # noqa: E402
 from jaxgan.interop import detect  # noqa: E402
+from helpers import read_meta  # noqa: E402
 
 pytestmark = pytest.mark.torch
 CACHE = os.environ.get("JAXGAN_CACHE_DIR", "/tmp/jaxgan-test-xla-cache")
@@ -67,14 +68,6 @@ def translate(wd: Path, folder: Path, images: np.ndarray, *extra) -> np.ndarray:
     Image.fromarray(im).save(src / f"{i}.png")
   assert run_cli("translate", "--workdir", wd, "--input", src, "--output", out, *extra) == 0
   return np.stack([np.asarray(Image.open(out / f"{i}.png")) for i in range(len(images))])
-
-
-def read_meta(wd: Path, step: int = 0) -> dict:
-  ckpt = checkpoint.Checkpointer(wd, read_only=True)
-  try:
-    return ckpt.read_meta(step)
-  finally:
-    ckpt.close()
 
 
 def files_under(folder: Path) -> list:
