@@ -3,7 +3,7 @@
 The pytest process has one CPU device, so one subprocess runs this file as a
 script with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` and prints
 one JSON line: the all-reduce bytes of the compiled 8-device CycleGAN,
-pix2pix, CUT and FastCUT steps (:func:`jaxgan.parallel.jit_train_step`) against their parameters'
+pix2pix and CUT steps (:func:`jaxgan.parallel.jit_train_step`) against their parameters'
 bytes (read off ``compiled.as_text()`` by ``scripts/bench/sharded.py``), and
 BatchNorm with ``bn_group_size`` over 4 devices against separate computations
 of each group. Nothing of the 8-device steps is executed, only compiled.
@@ -136,7 +136,7 @@ def _translate_split() -> dict:
           "flops_per_device_over_one": per_device / alone}
 
 
-def worker(parts=("bn", "translate", "cyclegan", "pix2pix", "cut", "fastcut")) -> dict:
+def worker(parts=("bn", "translate", "cyclegan", "pix2pix", "cut")) -> dict:
   import time
 
   import jax
@@ -152,7 +152,10 @@ def worker(parts=("bn", "translate", "cyclegan", "pix2pix", "cut", "fastcut")) -
 @pytest.fixture(scope="module")
 def report() -> dict:
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={N_DEVICES}").strip()
+  # The figures are read off the partitioned HLO, which LLVM's optimisation level does not change; at level 0
+  # the worker's compiles take less time (the steps are compiled, only the small BatchNorm checks run).
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={N_DEVICES}"
+                      " --xla_backend_optimization_level=0").strip()
   env["JAX_PLATFORMS"] = "cpu"
   proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=900,
                         cwd=str(HERE.parent))
@@ -161,7 +164,8 @@ def report() -> dict:
   return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
 
 
-@pytest.mark.parametrize("model_name", ["cyclegan", "pix2pix", "cut", "fastcut"])
+# FastCUT takes the same per-device step as CUT (its figures: scripts/benchmark.py --sharded-flops --model fastcut).
+@pytest.mark.parametrize("model_name", ["cyclegan", "pix2pix", "cut"])
 def test_each_gradient_crosses_the_devices_once(report, model_name):
   """All-reduce bytes of the compiled 8-device step <= 1.1x the parameters' bytes.
 
