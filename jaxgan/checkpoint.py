@@ -14,7 +14,7 @@ Restoring checks the saved config against the current one first
 (:data:`STRUCTURAL_KEYS`; schedule and step counts may change) and then the
 array shapes, so a mismatch is refused with a message naming what differs. A
 step whose files cannot be read is reported and the previous step is used.
-:meth:`Checkpointer.save` refuses a state holding NaN or inf (:func:`all_finite`),
+:meth:`Checkpointer.save` refuses a state holding NaN or inf (:func:`jaxgan.state_checks.all_finite`),
 so every step on disk is finite and the rotation (``keep`` newest) always keeps
 the newest finite one.
 
@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
 from jaxgan import objectives
+from jaxgan.state_checks import all_finite, describe_nonfinite, nonfinite_summary  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -113,41 +113,6 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     if view(a) != view(b):
       diffs.append(f"{key}: checkpoint has {a!r}, config has {b!r}")
   return diffs
-
-
-@jax.jit
-def _all_finite(tree: Any) -> jax.Array:
-  # x * 0 is 0 for every finite x and NaN for NaN/inf, so the sum is finite exactly when all values are
-  # (it cannot overflow). Measured on the 2-core CPU against all(isfinite(x)) per array (CycleGAN
-  # resnet_9blocks with EMA, 446 arrays, 486 MiB): 0.43x the run time, 0.74x the compile time.
-  total = sum((jnp.sum(x * 0, dtype=jnp.float32) for x in jax.tree_util.tree_leaves(tree) if _inexact(x)),
-              jnp.float32(0))
-  return jnp.isfinite(total)
-
-
-def _inexact(x: Any) -> bool:
-  return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
-
-
-def all_finite(tree: Any) -> jax.Array:
-  """A scalar bool on device: every float leaf of ``tree`` (params, optimiser state, EMA, BatchNorm
-  statistics, pools) is finite. Dispatched, not fetched: one read of the state, fused per array."""
-  return _all_finite(tree)
-
-
-def nonfinite_summary(tree: Any, depth: int = 2) -> dict[str, str]:
-  """``{"params/G": "52732 NaN, 3 inf", ...}``: where ``tree`` holds non-finite values, grouped by the
-  first ``depth`` keys of the path ({} when all finite). Fetches one count per array (a failure path)."""
-  flat = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0] if _inexact(x)]
-  counts = jax.device_get([(jnp.isnan(x).sum(), jnp.isinf(x).sum()) for _, x in flat])
-  groups: dict[str, list[int]] = {}
-  for (path, _), (nan, inf) in zip(flat, counts):
-    if int(nan) or int(inf):
-      name = "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path[:depth])
-      total = groups.setdefault(name or "state", [0, 0])
-      total[0] += int(nan)
-      total[1] += int(inf)
-  return {k: ", ".join(f"{n} {what}" for n, what in zip(v, ("NaN", "inf")) if n) for k, v in groups.items()}
 
 
 def _abstract(tree: Any) -> Any:
@@ -300,7 +265,7 @@ class Checkpointer:
     if not checked_finite and not bool(all_finite(state)):
       raise NonFiniteStateError(
           f"refusing to save step {step} in {self.directory}: the state holds non-finite values ("
-          + "; ".join(f"{k}: {v}" for k, v in nonfinite_summary(state).items()) + "); "
+          + describe_nonfinite(state) + "); "
           + self.kept_description())
     items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(dict(meta))}
     if data_iterator is not None:
@@ -435,7 +400,7 @@ class Checkpointer:
           state = self.restore(s, abstract, data_iterator=None if imported else data_iterator)
           if require_finite and not bool(all_finite(state)):
             raise CheckpointError(f"{self.step_path(s)} holds non-finite values ("
-                                  + "; ".join(f"{k}: {v}" for k, v in nonfinite_summary(state).items())
+                                  + describe_nonfinite(state)
                                   + "), written before jaxgan checked the states it saves")
         except ConfigMismatchError:
           raise

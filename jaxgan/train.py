@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 import jaxgan
-from jaxgan import checkpoint, checks, nets, objectives, parallel, reporting
+from jaxgan import checkpoint, checks, nets, objectives, parallel, reporting, state_checks
 from jaxgan.cpu import aot_cache, host
 from jaxgan import preemption
 from jaxgan.data_wait import DataWait
@@ -115,7 +115,7 @@ def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint.Checkpointer
   """Fetch pending per-step metrics and whether ``state`` (after the last of them) is all finite;
   raise NonFiniteLossError at the first bad step (NonFiniteStateError for a bad state with finite
   losses), naming the checkpoint kept; return the metrics' means. Nothing non-finite is ever saved."""
-  fetched, finite = jax.device_get(([m for _, m in history], checkpoint.all_finite(state)))
+  fetched, finite = jax.device_get(([m for _, m in history], state_checks.all_finite(state)))
   for (step, _), values in zip(history, fetched):
     bad = {k: float(v) for k, v in values.items() if not math.isfinite(float(v))}
     if bad:
@@ -124,9 +124,9 @@ def _check_finite(history: list[tuple[int, dict]], ckpt: checkpoint.Checkpointer
           + f" (all: {', '.join(f'{k}={float(v):.4g}' for k, v in values.items())}); nothing saved after it; "
           f"{ckpt.kept_description()}. Try a lower --config.lr, or check the data.")
   if not bool(finite):
-    where = "; ".join(f"{k}: {v}" for k, v in checkpoint.nonfinite_summary(state).items())
     raise NonFiniteStateError(
-        f"non-finite state at step {history[-1][0]} (losses finite): {where}; not saved; "
+        f"non-finite state at step {history[-1][0]} (losses finite): {state_checks.describe_nonfinite(state)}; "
+        "not saved; "
         f"{ckpt.kept_description()}. Try a lower --config.lr, or check the data.")
   return {k: float(np.mean([float(v[k]) for v in fetched])) for k in fetched[-1]}
 
