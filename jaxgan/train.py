@@ -291,7 +291,7 @@ def decide_layer_forms(config: ml_collections.ConfigDict, ckpt: checkpoint.Check
     platform = str(mesh.devices.flat[0].platform)
     shapes = ()
     if platform == "cpu" and calibration.calibrates() is None:
-      shapes = calibration.step_conv_shapes(lambda: model.init(nets.to_key(0), config, batch))
+      shapes = calibration.step_layer_shapes(lambda: model.init(nets.to_key(0), config, batch))
     forms = calibration.resolve_forms("auto", platform=platform, shapes=shapes)
     source = f"auto on {platform}" + ("" if platform != "cpu" else
                                       f", {calibration.calibrates() or 'this processor calibrated'}")

@@ -75,37 +75,63 @@ def test_auto_is_plain_off_cpu_and_explicit_values_are_kept(tmp_path):
   assert calibration.resolve_forms("pad=plain", cache_dir=tmp_path, measure=fail) == LayerForms.parse("pad=plain")
 
 
-def test_kernel_gradient_forms_are_chosen_per_layer_shape(tmp_path):
-  """conv_wgrad is decided at each conv shape the step runs, each shape measured once per processor:
-  a shape where the taps win gets them although the family's probe tied."""
-  big, small = "66x66x256:3x3>256:s1p0", "18x18x64:3x3>64:s1p0"
+def test_every_family_is_chosen_per_layer_shape(tmp_path):
+  """Each layer shape of the step is decided by its own measurement, once per processor: a shape where
+  the taps win gets them although the family's probe would tie; an instance norm where the plain form
+  wins gets it beside one where the CPU form wins; each family takes the form most of its shapes chose."""
+  big, small = "conv_wgrad@66x66x256:3x3>256:s1p0", "conv_wgrad@18x18x64:3x3>64:s1p0"
+  norm_a, norm_b, norm_c = "instance_norm@64x64x256", "instance_norm@256x256x64", "instance_norm@128x128x128"
+  wins = {big: "fast", small: "tie", norm_a: "plain", norm_b: "plain", norm_c: "fast"}
   calls = []
 
   def measure(shapes):
     calls.append(list(shapes))
-    return {s: {"fast_s": 0.08 if s == big else 1.0, "plain_s": 0.15 if s == big else 1.0} for s in shapes}
+    return {s: {"fast": {"fast_s": 0.08, "plain_s": 0.15}, "plain": {"fast_s": 0.2, "plain_s": 0.1},
+                "tie": {"fast_s": 1.0, "plain_s": 1.0}}[wins[s]] for s in shapes}
 
-  tie = lambda: {f: {"fast_s": 1.0, "plain_s": 1.0} for f in FAMILIES}  # noqa: E731
-  forms = calibration.resolve_forms("auto", shapes=[big, small], cache_dir=tmp_path, measure=tie,
+  fail = lambda *a: pytest.fail("measured at the probe shapes")  # noqa: E731
+  forms = calibration.resolve_forms("auto", shapes=list(wins), cache_dir=tmp_path, measure=fail,
                                     measure_shapes=measure)
-  assert forms.use_fast("conv_wgrad", big) and not forms.use_fast("conv_wgrad", small)
-  assert not forms.use_fast("conv_wgrad") and calls == [[big, small]]
-  again = calibration.resolve_forms("auto", shapes=[big], cache_dir=tmp_path, measure=tie,
+  assert forms.use_fast("conv_wgrad", big[11:]) and not forms.use_fast("conv_wgrad", small[11:])
+  assert not forms.use_fast("instance_norm") and forms.use_fast("instance_norm", norm_c[14:])
+  assert not forms.use_fast("instance_norm", norm_a[14:]) and calls == [list(wins)]
+  assert forms.use_fast("conv") and forms.use_fast("pad")     # families the step does not run: the default
+  again = calibration.resolve_forms("auto", shapes=[big, norm_c], cache_dir=tmp_path, measure=fail,
                                     measure_shapes=lambda s: pytest.fail(f"measured again: {s}"))
-  assert again.use_fast("conv_wgrad", big) and LayerForms.parse(forms.spec()) == forms
+  assert again.use_fast("conv_wgrad", big[11:]) and again.use_fast("instance_norm", norm_c[14:])
+  assert LayerForms.parse(forms.spec()) == forms
 
 
-def test_the_step_conv_shapes_are_the_layers_where_the_kernel_gradient_form_matters():
+def test_the_step_layer_shapes_are_every_layer_the_networks_run():
   from jaxgan import models
   g = models.define_G(3, 3, 8, "resnet_1blocks", norm="instance")
   d = models.define_D(3, 8, "basic", norm="instance")
   x = np.zeros((1, 32, 32, 3), np.float32)
-  keys = calibration.step_conv_shapes(lambda: (g.init(jax.random.PRNGKey(0), x), d.init(jax.random.PRNGKey(0), x)))
-  # the residual block's 3x3 at H/4 after reflection padding, the 7x7 stem on 3 channels, the PatchGAN's
-  # padded stride-1 4x4 (32 -> 16 -> 8 -> 4 then stride 1), the 7x7 head (8 -> 3: too few inputs for the
-  # swapped form); not the strided convs (phase kernels of <= 4 taps) nor the PatchGAN's 4x4 -> 1 logits
-  assert keys == sorted(["10x10x32:3x3>32:s1p0", "38x38x3:7x7>8:s1p0", "38x38x8:7x7>3:s1p0",
-                         "4x4x32:4x4>64:s1p1"]), keys
+  keys = calibration.step_layer_shapes(lambda: (g.init(jax.random.PRNGKey(0), x), d.init(jax.random.PRNGKey(0), x)))
+  by_family = {f: sorted(k.split("@", 1)[1] for k in keys if k.startswith(f + "@")) for f in FAMILIES}
+  # conv_wgrad: the residual block's 3x3 at H/4 after reflection padding, the 7x7 stem on 3 channels, the
+  # PatchGAN's padded stride-1 4x4 (32 -> 16 -> 8 -> 4 then stride 1), the 7x7 head (8 -> 3: too few
+  # inputs for the swapped form); not the strided convs (phase kernels of <= 4 taps) nor the PatchGAN's
+  # 4x4 -> 1 logits
+  assert by_family["conv_wgrad"] == sorted(["10x10x32:3x3>32:s1p0", "38x38x3:7x7>8:s1p0", "38x38x8:7x7>3:s1p0",
+                                            "4x4x32:4x4>64:s1p1"]), keys
+  assert set(by_family["conv_wgrad"]) < set(by_family["conv"]) and "32x32x3:4x4>8:s2p1" in by_family["conv"]
+  # the two up-sampling layers, the stem's and head's 3-pixel and the block's 1-pixel reflection padding,
+  # and every instance norm (the PatchGAN's first layer has none)
+  assert by_family["conv_transpose"] == ["16x16x16:3x3>8:s2p1o1", "8x8x32:3x3>16:s2p1o1"], keys
+  assert by_family["pad"] == ["32x32x3:p3", "32x32x8:p3", "8x8x32:p1"], keys
+  assert "8x8x32" in by_family["instance_norm"] and "16x16x16" in by_family["instance_norm"], keys
+  assert "16x16x8" not in by_family["instance_norm"], keys
+
+
+def test_the_real_per_shape_measurement_times_every_family():
+  shapes = ["conv@10x10x8:3x3>8:s1p0", "conv_wgrad@10x10x8:3x3>8:s1p0", "conv_transpose@5x5x8:3x3>4:s2p1o1",
+            "pad@8x8x4:p1", "instance_norm@8x8x4"]
+  timings = calibration.measure_layer_shapes(shapes, reps=1)
+  assert set(timings) == set(shapes)
+  assert all(t["fast_s"] > 0 and t["plain_s"] > 0 for t in timings.values())
+  with pytest.raises(ValueError, match="not a conv shape key"):
+    calibration.measure_layer_shapes(["conv@8x8x4"])
 
 
 def test_a_corrupt_file_is_measured_again_and_replaced(tmp_path):

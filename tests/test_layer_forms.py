@@ -31,13 +31,6 @@ def tiny_config(steps: int):
   return cli.apply_overrides(config, [(k, str(v)) for k, v in {**TINY, "num_train_steps": steps}.items()])
 
 
-def _families(plain_wins):
-  """Per-family timings: the plain form wins for ``plain_wins``, the fast one for the others; the tap
-  kernel gradients tie at the family's probe (the default, XLA's form, stays)."""
-  return lambda: {f: {"fast_s": 1.0, "plain_s": 1.0 if f == "conv_wgrad" else 0.5 if f in plain_wins else 2.0}
-                  for f in FAMILIES}
-
-
 def _form_lines(caplog) -> list[str]:
   return [r.getMessage() for r in caplog.records if r.getMessage().startswith("layer forms: ")]
 
@@ -46,25 +39,35 @@ def test_a_workdir_keeps_its_layer_forms_whatever_the_calibration_says(tmp_path,
   cache = tmp_path / "cache"
   monkeypatch.setenv(calibration.ENV, "1")
   monkeypatch.setattr(calibration, "default_dir", lambda: str(cache))
-  # This machine's calibration: the plain transposed conv, and the tap kernel gradients at every shape.
-  monkeypatch.setattr(calibration, "measure_families", _families({"conv_transpose"}))
-  monkeypatch.setattr(calibration, "measure_wgrad_shapes",
-                      lambda shapes: {s: {"fast_s": 0.1, "plain_s": 1.0} for s in shapes})
+  # This machine's calibration, per layer shape of the step: the plain transposed conv everywhere, the tap
+  # kernel gradients everywhere, the CPU conv form at every conv shape but the first.
+  measured = []
+
+  def measure(shapes):
+    measured.extend(shapes)
+    first_conv = min(s for s in shapes if s.startswith("conv@"))
+    plain_wins = lambda s: s.startswith("conv_transpose@") or s == first_conv  # noqa: E731
+    return {s: {"fast_s": 1.0, "plain_s": 0.5} if plain_wins(s) else {"fast_s": 0.1, "plain_s": 1.0} for s in shapes}
+
+  monkeypatch.setattr(calibration, "measure_families", lambda: pytest.fail("measured at probe shapes"))
+  monkeypatch.setattr(calibration, "measure_layer_shapes", measure)
   caplog.set_level(logging.INFO, logger="jaxgan.train")
   workdir = tmp_path / "run"
   train.train_and_evaluate(tiny_config(2), workdir)
   (line,) = _form_lines(caplog)
-  assert "conv=fast" in line and "conv_transpose=plain" in line and "shapes opposite" in line, line
+  assert "conv=fast (1 shapes opposite)" in line and "conv_transpose=plain" in line, line
+  assert "conv_wgrad=fast" in line, line
+  assert {"conv", "conv_transpose", "conv_wgrad"} <= {s.split("@")[0] for s in measured}, measured
   ckpt = checkpoint.Checkpointer(workdir)
   spec = ckpt.read_meta(2)["config"]["layer_forms"]
   ckpt.close()
   forms = LayerForms.parse(spec)
-  assert not forms.use_fast("conv_transpose") and forms.shapes and all(forms.use_fast(*s) for s in forms.shapes)
+  assert not forms.use_fast("conv_transpose") and forms.use_fast("conv_wgrad")
+  assert forms.shapes == (("conv", min(measured)[len("conv@"):]),) and not forms.use_fast(*forms.shapes[0])
 
   # Another machine, or the calibration file deleted: it would choose every fast form, no taps.
   (cache / calibration.FILE_NAME).unlink()
-  monkeypatch.setattr(calibration, "measure_families", _families(()))
-  monkeypatch.setattr(calibration, "measure_wgrad_shapes", lambda shapes: pytest.fail(f"measured {shapes}"))
+  monkeypatch.setattr(calibration, "measure_layer_shapes", lambda shapes: pytest.fail(f"measured {shapes}"))
   caplog.clear()
   train.train_and_evaluate(tiny_config(4), workdir)
   (line,) = _form_lines(caplog)

@@ -1,27 +1,30 @@
-"""Which XLA:CPU layer forms a run uses: measured once per processor (and per layer shape), cached on disk.
+"""Which XLA:CPU layer forms a run uses: measured once per processor and layer shape, cached on disk.
 
 What it buys, and where: only on CPUs. ``jaxgan.cpu.fast_ops`` holds equal-math
 forms of the layers that XLA:CPU compiles badly; whether each one wins depends on the
-processor (2-core AVX2 Zen 3, AVX-512 EPYC and Sapphire Rapids AMX were measured) and,
-for the tap kernel gradients, on the layer shape (on a Sapphire Rapids Xeon the taps
-tie at a 32x32 probe but win 2x at the 64x64x256 residual blocks). GPUs and TPUs run
-the plain forms and never calibrate.
+processor (2-core AVX2 Zen 3, AVX-512 EPYC and Sapphire Rapids AMX were measured) and
+on the layer shape (on a Sapphire Rapids Xeon the tap kernel gradients tie at a 32x32
+probe but win 2x at the 64x64x256 residual blocks). GPUs and TPUs run the plain forms
+and never calibrate.
 
 :func:`resolve_forms` turns a run's ``layer_forms`` setting into the explicit
-:class:`jaxgan.models.forms.LayerForms` the networks are built with: ``auto`` on a
-one-process CPU run is this machine's measured choice -- per family
-(:func:`ensure`: each family's fast form against its plain form at a representative
-shape, ~5-10 s once) and, for ``conv_wgrad``, per layer shape of the step itself
-(:func:`step_conv_shapes` lists them by tracing the model's init; each shape's kernel
-gradient is timed once per processor in both forms, :func:`measure_wgrad_shapes`).
-Results live in ``jaxgan-calibration.json`` beside the persistent compilation cache
-(``$JAXGAN_CACHE_DIR``, default ``~/.cache/jaxgan/xla``); later starts read them
+:class:`jaxgan.models.forms.LayerForms` the networks are built with. ``auto`` on a
+one-process CPU run decides every distinct layer of the step on its own:
+:func:`step_layer_shapes` lists them (``family@shape key``, by tracing the model's init
+abstractly through the layers' one hook), :func:`measure_layer_shapes` times each one
+once per processor in both forms (value and the step's gradients, one image, the forms
+alternated), and a form other than the default is chosen only when it takes under
+:data:`MARGIN` of the default's time. Without a step to trace (a command that only
+loads a network), ``auto`` is the per-family choice at representative shapes
+(:func:`ensure`, ~5-10 s once). Results live in ``jaxgan-calibration.json`` beside the
+persistent compilation cache (``$JAXGAN_CACHE_DIR``, default ``~/.cache/jaxgan/xla``)
+under a key of this processor and the JAX version; later starts read them
 (milliseconds). Elsewhere ``auto`` is :data:`jaxgan.models.forms.DEFAULT` on CPUs
 (multi-process runs: every process must compile the same program; or
-``JAXGAN_CALIBRATION=0``) and ``plain`` on GPU/TPU. ``jaxgan.train`` resolves once
-at the start of a run, logs the result and records it in the checkpoint metadata,
-which resume, ``translate`` and ``evaluate`` reuse: nothing here is read while a
-network is traced.
+``JAXGAN_CALIBRATION=0``) and ``plain`` on GPU/TPU. ``jaxgan.train`` resolves once at
+the start of a run, logs the result and records it in the checkpoint metadata, which
+resume, ``translate`` and ``evaluate`` reuse: nothing here is read while a network is
+traced.
 
 Families (:data:`FAMILIES`): ``conv`` (Conv2d: VALID/strided/patch forms),
 ``conv_transpose`` (ConvTranspose2d as phase convs), ``pad`` (reflection padding),
@@ -41,14 +44,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from jaxgan.models.forms import DEFAULT, FAMILIES, PLAIN, LayerForms, conv_key, parse_conv_key
+from jaxgan.models.forms import (DEFAULT, FAMILIES, PLAIN, LayerForms, parse_conv_key, parse_conv_transpose_key,
+                                 parse_image_key)
 
 log = logging.getLogger(__name__)
 
 FILE_NAME = "jaxgan-calibration.json"
 ENV = "JAXGAN_CALIBRATION"
 MARGIN = 0.9   # a form other than the default is chosen only when it takes under 0.9 of the default's time
-VERSION = 3          # bump when the measured cases change: older entries are measured again
+VERSION = 4          # bump when the measured cases change: older entries are measured again
 
 
 def machine_key() -> str:
@@ -172,9 +176,11 @@ def resolve_forms(spec: "str | LayerForms | None", *, platform: str | None = Non
 
   Anything but ``auto`` is parsed as written. ``auto``: ``plain`` when the program is for another
   ``platform`` than ``cpu`` (default: the process's backend); the fixed :data:`DEFAULT` when this
-  process does not calibrate (:func:`calibrates`); else this processor's per-family choice
-  (:func:`ensure`) with ``conv_wgrad`` decided at each of ``shapes`` (conv shape keys, e.g. from
-  :func:`step_conv_shapes`) by :func:`wgrad_shape_choices`.
+  process does not calibrate (:func:`calibrates`). Else, given the step's ``shapes``
+  (``family@key`` strings from :func:`step_layer_shapes`), each of them decided by its own
+  measurement (:func:`shape_choices`; each family's form is the one most of its shapes chose, the
+  others listed per shape); without shapes, this processor's per-family choice at representative
+  shapes (:func:`ensure`).
   """
   import jax
   if not (spec is None or (isinstance(spec, str) and spec.strip() == "auto")):
@@ -183,11 +189,17 @@ def resolve_forms(spec: "str | LayerForms | None", *, platform: str | None = Non
     return PLAIN
   if calibrates() is not None:
     return DEFAULT
-  chosen = {**{f: DEFAULT.use_fast(f) for f in FAMILIES}, **ensure(cache_dir, measure=measure).get("choices", {})}
-  fast = frozenset(f for f, v in chosen.items() if v)
-  taps = wgrad_shape_choices(shapes, cache_dir=cache_dir, measure=measure_shapes) if shapes else {}
-  flips = [("conv_wgrad", key) for key, use in taps.items() if use != chosen["conv_wgrad"]]
-  return LayerForms(fast, tuple(flips))
+  if not shapes:
+    chosen = {**{f: DEFAULT.use_fast(f) for f in FAMILIES}, **ensure(cache_dir, measure=measure).get("choices", {})}
+    return LayerForms(frozenset(f for f, v in chosen.items() if v))
+  choices = [(*s.split("@", 1), fast) for s, fast in shape_choices(shapes, cache_dir=cache_dir,
+                                                                   measure=measure_shapes).items()]
+  fast = set(DEFAULT.fast)
+  for family in FAMILIES:     # the family's form: the one most of its shapes chose (a tie keeps the default)
+    votes = [use for f, _, use in choices if f == family]
+    if 2 * sum(votes) != len(votes) and (2 * sum(votes) > len(votes)) != (family in fast):
+      fast ^= {family}
+  return LayerForms(frozenset(fast), tuple((f, key) for f, key, use in choices if use != (f in fast)))
 
 
 def wgrad_relevant(key: str) -> bool:
@@ -198,74 +210,91 @@ def wgrad_relevant(key: str) -> bool:
   return stride == 1 and taps > 4 and not (o == 1 and taps <= 16) and not (o <= 16 < c)
 
 
-def step_conv_shapes(init_fn: Callable[[], Any]) -> list[str]:
-  """The conv layer shape keys (:func:`jaxgan.models.forms.conv_key`) that ``init_fn`` (e.g. an objective's
-  ``init`` on the first batch) builds, where ``conv_wgrad`` matters; traced abstractly (no compile)."""
+def step_layer_shapes(init_fn: Callable[[], Any]) -> list[str]:
+  """The ``family@shape key`` of every distinct layer that ``init_fn`` (e.g. an objective's ``init`` on
+  the first batch) builds, for each family whose form is decided per shape, traced abstractly (no
+  compile): its convs, transposed convs, reflection paddings and instance norms, and ``conv_wgrad``
+  at the convs where the kernel-gradient form matters (:func:`wgrad_relevant`)."""
   import jax
-  from flax import linen as nn
   from jaxgan.models import layers
-  keys: set[str] = set()
-
-  def record(next_fun, args, kwargs, context):
-    m = context.module
-    if isinstance(m, layers.Conv2d) and context.method_name == "__call__" and args:
-      shape = tuple(args[0].shape)
-      keys.add(conv_key(shape, (m.kernel_size, m.kernel_size, shape[-1], m.features), m.stride, m.padding))
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(record), jax.disable_jit():   # no jit cache hit may skip the Python code
+  with layers.recording_layers() as calls, jax.disable_jit():   # no jit cache hit may skip the Python code
     jax.eval_shape(init_fn)
-  return sorted(k for k in keys if wgrad_relevant(k))
+  keys = {f"{family}@{key}" for family, key in calls if family != "conv_wgrad"}
+  keys |= {f"conv_wgrad@{key}" for family, key in calls if family == "conv" and wgrad_relevant(key)}
+  return sorted(keys)
 
 
-def wgrad_shape_choices(shapes: Sequence[str], *, cache_dir: str | os.PathLike | None = None,
-                        measure: Callable | None = None) -> dict[str, bool]:
-  """``{shape key: taps win}`` for each conv shape, each measured once per processor (cached with
-  the family choices under this machine's key; a near tie keeps XLA's form)."""
+def shape_choices(shapes: Sequence[str], *, cache_dir: str | os.PathLike | None = None,
+                  measure: Callable | None = None) -> dict[str, bool]:
+  """``{family@key: fast form chosen}`` for each layer shape, each measured once per processor
+  (cached under this machine's key beside the family choices; a near tie keeps the family's
+  default form, :func:`_choose`)."""
   path = Path(cache_dir or default_dir()) / FILE_NAME
   entries = _read(path)
   key = machine_key()
   entry = entries.get(key) if isinstance(entries.get(key), dict) else {}
-  known = dict(entry.get("wgrad_shapes", {})) if isinstance(entry.get("wgrad_shapes"), dict) else {}
+  known = dict(entry.get("layer_shapes", {})) if isinstance(entry.get("layer_shapes"), dict) else {}
   missing = [s for s in shapes if not isinstance(known.get(s), dict)]
   if missing:
     t0 = time.perf_counter()
-    known.update((measure or measure_wgrad_shapes)(missing))
-    log.info("measured the kernel-gradient forms at %d layer shapes in %.1f s", len(missing),
-             time.perf_counter() - t0)
+    known.update((measure or measure_layer_shapes)(missing))
+    log.info("measured the layer forms at %d layer shapes in %.1f s", len(missing), time.perf_counter() - t0)
     entries = _read(path)       # merge with what another process may have written meanwhile
     entry = entries.get(key) if isinstance(entries.get(key), dict) else {}
-    entries[key] = {**entry, "wgrad_shapes": {**entry.get("wgrad_shapes", {}), **known}}
+    entries[key] = {**entry, "layer_shapes": {**entry.get("layer_shapes", {}), **known}}
     _write(path, entries)
-  return {s: known[s]["fast_s"] < MARGIN * known[s]["plain_s"] for s in shapes}
+  return {s: _choose(s.split("@", 1)[0], known[s]) for s in shapes}
 
 
-def measure_wgrad_shapes(shapes: Sequence[str], reps: int = 5) -> dict:
-  """``{shape key: {"fast_s", "plain_s"}}``: median seconds of one image's kernel gradient at each conv
-  shape, taps against XLA's convolution, alternated."""
-  import jax
-  import numpy as np
+def _shape_case(shape: str):
+  """(fast fn, plain fn, argument shapes, argnums) of one layer at ``family@key``: value and the
+  gradients a train step takes (a conv's input and kernel, only the kernel for ``conv_wgrad``)."""
   from jaxgan.cpu import fast_ops as F
+  family, key = shape.split("@", 1)
+  if family in ("conv", "conv_wgrad"):
+    (h, w, c), kernel, stride, padding = parse_conv_key(key)
+    if family == "conv":
+      return (lambda x, k: F.conv2d_fast(x, k, stride, padding), lambda x, k: F.conv2d(x, k, stride, padding),
+              ((1, h, w, c), kernel), (0, 1))
+    return (lambda x, k: F.conv2d_fast(x, k, stride, padding, wgrad_taps=True),
+            lambda x, k: F.conv2d_fast(x, k, stride, padding, wgrad_taps=False), ((1, h, w, c), kernel), (1,))
+  if family == "conv_transpose":
+    (h, w, c), kernel, stride, padding, op = parse_conv_transpose_key(key)
+    return (lambda x, k: F.conv_transpose_fast(x, k, stride, padding, op),
+            lambda x, k: F.conv_transpose_plain(x, k, stride, padding, op), ((1, h, w, c), kernel), (0, 1))
+  (h, w, c), pad = parse_image_key(key)
+  if family == "pad":
+    return (lambda x: F.reflection_pad(x, pad), lambda x: F.reflection_pad_plain(x, pad), ((1, h, w, c),), (0,))
+  if family == "instance_norm":
+    return (lambda x: F.instance_norm(x, 1e-5), lambda x: F.instance_norm_plain(x, 1e-5), ((1, h, w, c),), (0,))
+  raise ValueError(f"no per-shape measurement for layer family {family!r} ({shape!r})")
+
+
+def measure_layer_shapes(shapes: Sequence[str], reps: int = 5) -> dict:
+  """``{family@key: {"fast_s", "plain_s"}}``: median seconds of one image's layer (value and the
+  gradients of :func:`_shape_case`) at each shape, the two forms alternated."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
   rng = np.random.default_rng(0)
   out = {}
-  for key in shapes:
-    (h, w, c), kshape, stride, padding = parse_conv_key(key)
-    x = jax.numpy.asarray(rng.standard_normal((1, h, w, c), np.float32))
-    k = jax.numpy.asarray(rng.standard_normal(kshape, np.float32) * 0.05)
+  for shape in shapes:
+    fast, plain, arg_shapes, argnums = _shape_case(shape)
+    args = [jnp.asarray(rng.standard_normal(s, np.float32) * (0.05 if i else 1.0)) for i, s in enumerate(arg_shapes)]
     fns = {}
-    for name, taps in (("fast", True), ("plain", False)):
-      def loss(k, x, taps=taps):
-        y = F.conv2d_fast(x, k, stride, padding, wgrad_taps=taps)
-        return jax.numpy.vdot(y, jax.numpy.sin(y))
-      fns[name] = jax.jit(jax.grad(loss))
-      jax.block_until_ready(fns[name](k, x))
+    for name, f in (("fast", fast), ("plain", plain)):
+      def loss(*a, f=f):
+        y = f(*a)
+        return jnp.vdot(y, jnp.sin(y))
+      fns[name] = jax.jit(jax.grad(loss, argnums=argnums))
+      jax.block_until_ready(fns[name](*args))
     times: dict[str, list[float]] = {"fast": [], "plain": []}
     for _ in range(reps):
       for name, fn in fns.items():
         t = time.perf_counter()
-        jax.block_until_ready(fn(k, x))
+        jax.block_until_ready(fn(*args))
         times[name].append(time.perf_counter() - t)
-    out[key] = {f"{name}_s": round(statistics.median(v), 6) for name, v in times.items()}
+    out[shape] = {f"{name}_s": round(statistics.median(v), 6) for name, v in times.items()}
   return out
 
 
@@ -288,8 +317,8 @@ def _cases():
       "instance_norm": (lambda x: (F.instance_norm(x, 1e-5) ** 2).sum(),
                         lambda x: (F.instance_norm_plain(x, 1e-5) ** 2).sum(),
                         ((1, 64, 64, 128),)),
-      # a ResNet-block conv at a quarter of its size (the family's default where no layer shape was
-      # measured; a run decides each of its own shapes with wgrad_shape_choices)
+      # a ResNet-block conv at a quarter of its size (the family's choice where no layer shape was
+      # measured; a run decides each of its own shapes with shape_choices)
       "conv_wgrad": (lambda x, k: F.conv2d_valid(x, k, True).sum(), lambda x, k: F.conv2d_valid(x, k, False).sum(),
                      ((1, 34, 34, 128), (3, 3, 128, 128))),
   }

@@ -121,14 +121,56 @@ def conv_key(x_shape, kernel_shape, stride: int = 1, padding: int = 0) -> str:
   return f"{h}x{w}x{c}:{kh}x{kw}>{o}:s{int(stride)}p{int(padding)}"
 
 
+def conv_transpose_key(x_shape, kernel_shape, stride: int, padding: int, output_padding: int = 0) -> str:
+  """The shape key of a transposed convolution: :func:`conv_key` with the output padding, e.g.
+  ``64x64x256:3x3>128:s2p1o1``."""
+  return f"{conv_key(x_shape, kernel_shape, stride, padding)}o{int(output_padding)}"
+
+
+def pad_key(x_shape, pad: int) -> str:
+  """The shape key of a reflection padding: one image's input and the padding, e.g. ``256x256x3:p3``."""
+  h, w, c = (int(v) for v in tuple(x_shape)[-3:])
+  return f"{h}x{w}x{c}:p{int(pad)}"
+
+
+def norm_key(x_shape) -> str:
+  """The shape key of an instance norm: one image's input, e.g. ``64x64x256``."""
+  h, w, c = (int(v) for v in tuple(x_shape)[-3:])
+  return f"{h}x{w}x{c}"
+
+
 def parse_conv_key(key: str) -> tuple[tuple[int, int, int], tuple[int, int, int, int], int, int]:
   """``(input HWC, kernel HWIO, stride, padding)`` of a :func:`conv_key`."""
+  (h, w, c), kernel, stride, padding, output_padding = parse_conv_transpose_key(key, transposed=False)
+  return (h, w, c), kernel, stride, padding
+
+
+def parse_conv_transpose_key(key: str, transposed: bool = True):
+  """``(input HWC, kernel HWIO, stride, padding, output padding)`` of a :func:`conv_transpose_key`."""
   try:
     img, ker, sp = key.split(":")
     h, w, c = (int(v) for v in img.split("x"))
     k, o = ker.split(">")
     kh, kw = (int(v) for v in k.split("x"))
-    stride, padding = (int(v) for v in sp[1:].split("p"))
+    s, rest = sp[1:].split("p")
+    p, _, op = rest.partition("o")
+    if bool(_) != transposed:
+      raise ValueError("output padding" + (" missing" if transposed else " in a conv key"))
+    stride, padding, output_padding = int(s), int(p), int(op or 0)
   except ValueError as e:
-    raise ValueError(f"not a conv shape key: {key!r} (expected like 66x66x256:3x3>256:s1p0)") from e
-  return (h, w, c), (kh, kw, c, int(o)), stride, padding
+    example = "64x64x256:3x3>128:s2p1o1" if transposed else "66x66x256:3x3>256:s1p0"
+    raise ValueError(f"not a {'transposed ' if transposed else ''}conv shape key: {key!r} (expected like {example})") from e
+  return (h, w, c), (kh, kw, c, int(o)), stride, padding, output_padding
+
+
+def parse_image_key(key: str) -> tuple[tuple[int, int, int], int]:
+  """``(input HWC, padding)`` of a :func:`pad_key` (padding 0 for a :func:`norm_key`)."""
+  try:
+    img, _, pad = key.partition(":")
+    h, w, c = (int(v) for v in img.split("x"))
+    padding = int(pad[1:]) if pad else 0
+    if pad and pad[0] != "p":
+      raise ValueError(pad)
+  except ValueError as e:
+    raise ValueError(f"not a pad or norm shape key: {key!r} (expected like 256x256x3:p3 or 64x64x256)") from e
+  return (h, w, c), padding

@@ -25,13 +25,18 @@ parameters, same values and gradients up to float rounding). That happens only i
 programs compiled for CPU devices (:func:`target_platform`: the devices the step is
 compiled for, not the host) and as the module's ``forms`` field
 (:class:`jaxgan.models.forms.LayerForms`, default :data:`jaxgan.models.forms.DEFAULT`)
-says -- an explicit value of the network, not process state. Everything that steers
+says, per family and per layer shape -- an explicit value of the network, not process
+state. :func:`recording_layers` lists the (family, shape key) pairs a trace asks
+about, which is how a run learns the shapes to decide. Everything that steers
 XLA (barriers, scheduling dependencies, tap matmuls) lives in ``fast_ops``.
 """
 from __future__ import annotations
 
-import functools
+import collections
+import contextlib
+import contextvars
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -40,7 +45,7 @@ from flax import linen as nn
 
 from jaxgan.config import INIT_TYPES, NORMS, check_choice  # noqa: F401  (the one table of choices)
 from jaxgan.cpu import fast_ops as F
-from jaxgan.models.forms import DEFAULT, LayerForms, conv_key
+from jaxgan.models.forms import DEFAULT, LayerForms, conv_key, conv_transpose_key, norm_key, pad_key
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -48,11 +53,30 @@ Initializer = Callable[..., jax.Array]
 
 # ----------------------------------------------------------------------------- the layer-forms hook
 
-def cpu_form(forms: LayerForms, family: str, shape: str | None = None) -> bool:
-  """THE HOOK: whether a layer of ``family`` (at layer shape ``shape``) runs its XLA:CPU form
-  (:mod:`jaxgan.cpu.fast_ops`) instead of the plain math: only in programs compiled for CPU
-  devices (:func:`target_platform`), and there as the module's ``forms`` field says."""
+_RECORDING: contextvars.ContextVar = contextvars.ContextVar("jaxgan_layer_shapes", default=None)
+
+
+def cpu_form(forms: LayerForms, family: str, shape: str) -> bool:
+  """THE HOOK: whether a layer of ``family`` at layer shape ``shape`` (a key of
+  :mod:`jaxgan.models.forms`) runs its XLA:CPU form (:mod:`jaxgan.cpu.fast_ops`) instead of
+  the plain math: only in programs compiled for CPU devices (:func:`target_platform`), and
+  there as the module's ``forms`` field says."""
+  calls = _RECORDING.get()
+  if calls is not None:
+    calls[(family, shape)] += 1
   return target_platform() == "cpu" and forms.use_fast(family, shape)
+
+
+@contextlib.contextmanager
+def recording_layers():
+  """Within the block, count each ``(family, shape key)`` the traced layers ask :func:`cpu_form`
+  about (yields the ``collections.Counter``). Only observes: the forms are the modules' own."""
+  calls: collections.Counter = collections.Counter()
+  token = _RECORDING.set(calls)
+  try:
+    yield calls
+  finally:
+    _RECORDING.reset(token)
 
 
 def target_platform() -> str:
@@ -182,8 +206,9 @@ class Conv2d(nn.Module):
     k, p = self.kernel_size, self.padding
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
     conv = functools.partial(F.conv2d, stride=self.stride, padding=p)
-    if cpu_form(self.forms, "conv"):   # hook: the XLA:CPU form (same math)
-      taps = cpu_form(self.forms, "conv_wgrad", conv_key(x.shape, kernel.shape, self.stride, p))
+    key = conv_key(x.shape, kernel.shape, self.stride, p)
+    if cpu_form(self.forms, "conv", key):   # hook: the XLA:CPU form (same math)
+      taps = cpu_form(self.forms, "conv_wgrad", key)
       conv = functools.partial(F.conv2d_fast, stride=self.stride, padding=p, wgrad_taps=taps)
     y = lowp_linear(conv, x, kernel, self.dtype)
     if self.use_bias:
@@ -223,7 +248,8 @@ class ConvTranspose2d(nn.Module):
       raise ValueError(f"ConvTranspose2d: need 0 <= padding <= k-1 and 0 <= output_padding < stride, "
                        f"got k={k}, stride={s}, padding={p}, output_padding={op}")
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
-    transpose = F.conv_transpose_fast if cpu_form(self.forms, "conv_transpose") else F.conv_transpose_plain  # hook
+    fast = cpu_form(self.forms, "conv_transpose", conv_transpose_key(x.shape, kernel.shape, s, p, op))   # hook
+    transpose = F.conv_transpose_fast if fast else F.conv_transpose_plain
     y = lowp_linear(functools.partial(transpose, stride=s, padding=p, output_padding=op), x, kernel, self.dtype)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
@@ -235,7 +261,7 @@ def reflection_pad(x: jax.Array, pad: int, forms: LayerForms = DEFAULT) -> jax.A
   """torch ``ReflectionPad2d(pad)`` on NHWC (edge not repeated); needs ``pad < H, W``."""
   if pad >= x.shape[1] or pad >= x.shape[2]:
     raise ValueError(f"reflection padding {pad} needs H and W > {pad}, got shape {tuple(x.shape)}")
-  return F.reflection_pad(x, pad) if cpu_form(forms, "pad") else F.reflection_pad_plain(x, pad)   # hook
+  return F.reflection_pad(x, pad) if cpu_form(forms, "pad", pad_key(x.shape, pad)) else F.reflection_pad_plain(x, pad)  # hook
 
 
 # ----------------------------------------------------------------------------- norms
@@ -378,7 +404,8 @@ class InstanceNorm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     del train
-    norm = F.instance_norm if cpu_form(self.forms, "instance_norm") else F.instance_norm_plain   # hook
+    fast = cpu_form(self.forms, "instance_norm", norm_key(x.shape))   # hook
+    norm = F.instance_norm if fast else F.instance_norm_plain
     return norm(x, self.epsilon).astype(self.dtype)
 
 

@@ -240,7 +240,7 @@ def step_forms(args, config):
   batch = _batch(config, 1)
   shapes = ()
   if calibration.calibrates() is None:
-    shapes = calibration.step_conv_shapes(lambda: mod.init(jax.random.PRNGKey(0), config, batch))
+    shapes = calibration.step_layer_shapes(lambda: mod.init(jax.random.PRNGKey(0), config, batch))
   forms = calibration.resolve_forms("auto", shapes=shapes)
   source = f"auto ({calibration.calibrates() or 'calibrated'})"
   overrides = parse_forms(getattr(args, "form", None) or [])
@@ -251,7 +251,7 @@ def step_forms(args, config):
   timings = {}
   if shapes:
     entry = calibration._read(calibration.Path(calibration.default_dir()) / calibration.FILE_NAME)  # pylint: disable=protected-access
-    timings = {k: v for k, v in entry.get(calibration.machine_key(), {}).get("wgrad_shapes", {}).items() if k in shapes}
+    timings = {k: v for k, v in entry.get(calibration.machine_key(), {}).get("layer_shapes", {}).items() if k in shapes}
   return forms, source, timings
 
 
@@ -260,18 +260,19 @@ def _prepare(args) -> dict:
   import jax
   config = _config(args)
   from jaxgan.models.forms import FAMILIES
-  forms, source, wgrad_timings = step_forms(args, config)
+  forms, source, shape_timings = step_forms(args, config)
   config.layer_forms = forms.spec()
   print(f"{args.model}: layer forms ({source}): {forms.summary()}", file=sys.stderr)
-  for key, t in sorted(wgrad_timings.items()):
-    use = forms.use_fast("conv_wgrad", key)
-    print(f"  conv_wgrad at {key}: taps {t['fast_s'] * 1e3:.1f} ms, XLA {t['plain_s'] * 1e3:.1f} ms per image "
-          f"-> {'taps' if use else 'XLA'}", file=sys.stderr)
+  for shape, t in sorted(shape_timings.items()):
+    family, key = shape.split("@", 1)
+    use = forms.use_fast(family, key)
+    print(f"  {family:14s} at {key:24s}: CPU form {t['fast_s'] * 1e3:8.2f} ms, plain {t['plain_s'] * 1e3:8.2f} ms "
+          f"per image -> {'CPU form' if use else 'plain'}", file=sys.stderr)
   compiled, state, batch, stats = build_jax_step(args, config)
   out = {"model": args.model, "size": args.size, "batch": args.batch, "dtype": args.dtype,
          "devices": len(jax.devices()), "threads": args.threads, "remat": bool(config.remat), "netG": config.netG,
          "layer_forms": {"source": source, **{f: forms.use_fast(f) for f in FAMILIES},
-                         "conv_wgrad_shapes_opposite": len(forms.shapes)}}
+                         "shapes_opposite": {f: sum(1 for g, _ in forms.shapes if g == f) for f in FAMILIES}}}
   if args.model in RECIPES:
     out["recipe"] = f"configs/{RECIPES[args.model]}.py"
   out.update(stats)
@@ -340,14 +341,14 @@ def run_step(args) -> dict:
     from bench.shares import family_shares
     mod, config, forms = objective(args.model), r["config"], r["forms"]
     per_device = _batch(config, args.batch // len(jax.devices()))
-    shares = family_shares(lambda: mod.init(jax.random.PRNGKey(0), config, per_device), forms, r["out"]["step_s"])
+    shares = family_shares(lambda: mod.init(jax.random.PRNGKey(0), config, per_device), forms, r["out"]["step_s"],
+                           dtype=config.dtype, batch=args.batch // len(jax.devices()))
     r["out"]["family_shares"] = shares
     for family, e in shares.items():
-      form = "fast" if forms.use_fast(family) else "plain"
-      if family == "conv_wgrad":
-        form = f"{'taps' if forms.use_fast(family) else 'XLA'}" + (f", {len(forms.shapes)} shapes opposite"
-                                                                   if forms.shapes else "")
-      print(f"  {family:15s} {form:>6s}  {e['layers']:3d} layers  {e['seconds']:.3f} s alone  "
+      cpu, plain = ("taps", "XLA") if family == "conv_wgrad" else ("CPU form", "plain")
+      form = (cpu if e["fast_shapes"] == e["shapes"] else plain if not e["fast_shapes"] else
+              f"{cpu} at {e['fast_shapes']} of {e['shapes']} shapes")
+      print(f"  {family:15s} {form:>24s}  {e['layers']:3d} layers  {e['seconds']:.3f} s alone  "
             f"{100 * (e['share'] or 0):.0f}% of the step{' (' + e['note'] + ')' if 'note' in e else ''}",
             file=sys.stderr)
   if args.peak:
