@@ -175,3 +175,20 @@ def test_the_cli_calibrates_before_a_command_that_runs_the_networks(tmp_path, mo
   assert saved[calibration.machine_key()]["choices"]["pad"] is False
   monkeypatch.setattr(calibration, "measure_families", lambda: pytest.fail("measured again"))
   assert cli.main(["prepare", "--help"]) == 0   # commands that build no network do not calibrate
+
+
+def test_a_clear_winner_ends_the_rounds_early_and_a_busy_machine_is_warned_about(tmp_path, monkeypatch, caplog):
+  assert calibration._clear({"fast": [0.1, 0.12], "plain": [1.2, 1.3]})       # pylint: disable=protected-access
+  assert not calibration._clear({"fast": [0.1], "plain": [1.2]})              # pylint: disable=protected-access
+  assert not calibration._clear({"fast": [0.1, 0.7], "plain": [1.2, 1.3]})    # pylint: disable=protected-access
+  monkeypatch.setattr(calibration.os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+  with caplog.at_level("WARNING", logger=calibration.__name__):
+    calibration.shape_choices(["pad@8x8x4:p1"], cache_dir=tmp_path,
+                              measure=lambda s: {k: {"fast_s": 1.0, "plain_s": 1.0} for k in s})
+  assert any("busy" in r.getMessage() and calibration.FILE_NAME in r.getMessage() for r in caplog.records)
+  caplog.clear()
+  monkeypatch.setattr(calibration.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+  with caplog.at_level("WARNING", logger=calibration.__name__):
+    calibration.shape_choices(["pad@8x8x4:p2"], cache_dir=tmp_path,
+                              measure=lambda s: {k: {"fast_s": 1.0, "plain_s": 1.0} for k in s})
+  assert not any("busy" in r.getMessage() for r in caplog.records)

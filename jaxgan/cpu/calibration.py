@@ -104,6 +104,7 @@ def ensure(cache_dir: str | os.PathLike | None = None, *, measure: Callable[[], 
   entry = entries.get(key)
   if isinstance(entry, dict) and isinstance(entry.get("choices"), dict) and set(entry["choices"]) == set(FAMILIES):
     return {**entry, "source": "cache", "path": str(path)}
+  _warn_if_busy(path)
   t0 = time.perf_counter()
   timings = (measure or measure_families)()
   chosen = {fam: _choose(fam, t) for fam, t in timings.items()}
@@ -118,6 +119,17 @@ def ensure(cache_dir: str | os.PathLike | None = None, *, measure: Callable[[], 
 
 
 # ----------------------------------------------------------------------------- the measurement
+
+
+def _warn_if_busy(path: Path) -> None:
+  """Warn when other work holds the cores while timings that are cached for good are taken."""
+  try:
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+  except (AttributeError, OSError):
+    return
+  if load >= cores + 1:
+    log.warning("measuring the layer forms while the machine is busy (load %.1f on %d cores): the timings, and "
+                "so the forms, may be off; they are kept in %s (delete it to measure again)", load, cores, path)
 
 
 def _choose(family: str, t: dict) -> bool:
@@ -236,6 +248,7 @@ def shape_choices(shapes: Sequence[str], *, cache_dir: str | os.PathLike | None 
   known = dict(entry.get("layer_shapes", {})) if isinstance(entry.get("layer_shapes"), dict) else {}
   missing = [s for s in shapes if not isinstance(known.get(s), dict)]
   if missing:
+    _warn_if_busy(path)
     t0 = time.perf_counter()
     known.update((measure or measure_layer_shapes)(missing))
     log.info("measured the layer forms at %d layer shapes in %.1f s", len(missing), time.perf_counter() - t0)
@@ -272,7 +285,8 @@ def _shape_case(shape: str):
 
 def measure_layer_shapes(shapes: Sequence[str], reps: int = 5) -> dict:
   """``{family@key: {"fast_s", "plain_s"}}``: median seconds of one image's layer (value and the
-  gradients of :func:`_shape_case`) at each shape, the two forms alternated."""
+  gradients of :func:`_shape_case`) at each shape, the two forms alternated, ``reps`` rounds (fewer
+  where the winner is already clear, :func:`_clear`)."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -294,8 +308,18 @@ def measure_layer_shapes(shapes: Sequence[str], reps: int = 5) -> dict:
         t = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times[name].append(time.perf_counter() - t)
+      if _clear(times):
+        break
     out[shape] = {f"{name}_s": round(statistics.median(v), 6) for name, v in times.items()}
   return out
+
+
+def _clear(times: dict[str, list[float]]) -> bool:
+  """After two or more alternated rounds: every time of one form is under half of every time of the
+  other, so more rounds cannot change the choice (the plain transposed convs take 1.2 s a round
+  at CycleGAN's shapes)."""
+  fast, plain = times["fast"], times["plain"]
+  return len(fast) >= 2 and (2 * max(fast) < min(plain) or 2 * max(plain) < min(fast))
 
 
 # ----------------------------------------------------------------------------- the per-family measurement
