@@ -157,3 +157,22 @@ def test_a_program_from_jax_s_cache_is_not_saved_half_empty(tmp_path):
     outs.append(proc.stdout.strip().splitlines()[-1])
   assert outs[0] == outs[1] == outs[2]
   assert not list((tmp_path / aot_cache.SUBDIR).glob("toy-*.bin"))   # never saved from JAX's copy
+
+
+def test_the_folder_is_kept_under_its_size_limit_oldest_use_first(cache, monkeypatch):
+  """Each source change keys new files; past JAXGAN_AOT_CACHE_MAX_MB the programs used longest ago go first,
+  and a load counts as a use."""
+  for part in ("a", "b", "c"):
+    aot_cache.compile_cached(_counting_jit([]), _args(), name="toy", parts=(part,))
+  files = sorted(cache.glob("toy-*.bin"), key=lambda p: p.stat().st_mtime)
+  assert len(files) == 3
+  for age, path in zip((300, 200, 100), files):          # a used 300 s ago, b 200 s, c 100 s
+    os.utime(path, (path.stat().st_atime - age, path.stat().st_mtime - age))
+  aot_cache._LOADED.clear()   # pylint: disable=protected-access  # as a new process: loading "a" uses it
+  aot_cache.compile_cached(_counting_jit([]), _args(), name="toy", parts=("a",))
+  size = files[0].stat().st_size
+  monkeypatch.setenv(aot_cache.MAX_MB_ENV, str(2.5 * size / 2**20))   # room for two and a half programs
+  aot_cache.compile_cached(_counting_jit([]), _args(), name="toy", parts=("d",))
+  left = set(cache.glob("toy-*.bin"))
+  assert files[0] in left and files[1] not in left and len(left) == 2, left   # "b" then "c" were oldest
+  assert files[2] not in left

@@ -21,7 +21,9 @@ every start costs tracing and lowering only.
 Only the ``jaxgan`` program uses it (``cli.enable_compilation_cache`` calls
 :func:`set_directory`); library calls are unaffected. Files live in
 ``jaxgan-aot/`` inside the compilation cache folder; ``JAXGAN_AOT_CACHE=0``
-turns it off. Multi-process runs do not use it (every process compiles the
+turns it off. Every source change keys new files (10-15 MB for a CycleGAN step), so
+the folder is kept under ``JAXGAN_AOT_CACHE_MAX_MB`` (default 1024): after a save,
+the files used longest ago are deleted first (a load marks a file used). Multi-process runs do not use it (every process compiles the
 same program together). Any failure to load or save falls back to the normal
 jit path with a warning: this cache never stops a run. The files are pickles
 written by this user's own runs (as JAX's cache files are); do not point the
@@ -41,6 +43,8 @@ from typing import Any, Sequence
 log = logging.getLogger(__name__)
 
 ENV = "JAXGAN_AOT_CACHE"
+MAX_MB_ENV = "JAXGAN_AOT_CACHE_MAX_MB"
+DEFAULT_MAX_MB = 1024
 SUBDIR = "jaxgan-aot"
 _DIRECTORY: Path | None = None
 _LOADED: dict[str, Any] = {}    # key -> Compiled, so that a second call in the process reads no file
@@ -141,6 +145,7 @@ def compile_cached(jitted: Any, args: Sequence[Any], *, name: str, parts: Sequen
       with open(path, "rb") as f:
         payload, in_tree, out_tree = pickle.load(f)
       _LOADED[path.name] = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+      _mark_used(path)
       return _LOADED[path.name]
     except Exception as e:  # noqa: BLE001 - a stale or broken file is compiled again and replaced
       log.warning("could not load the cached %s from %s (%s); compiling it again", name, path, e)
@@ -159,4 +164,47 @@ def compile_cached(jitted: Any, args: Sequence[Any], *, name: str, parts: Sequen
     os.replace(tmp, path)
   except Exception as e:  # noqa: BLE001 - e.g. an executable with constants, or an unwritable folder
     log.warning("could not save the compiled %s to %s (%s)", name, folder, e)
+    return compiled
+  evict(folder, keep=path)
   return compiled
+
+
+def _mark_used(path: Path) -> None:
+  try:
+    os.utime(path)
+  except OSError:
+    pass
+
+
+def max_bytes() -> int:
+  """The folder's size limit, from ``JAXGAN_AOT_CACHE_MAX_MB`` (default 1024 MB)."""
+  raw = os.environ.get(MAX_MB_ENV, "").strip()
+  try:
+    return int(float(raw) * 2**20) if raw else DEFAULT_MAX_MB * 2**20
+  except ValueError:
+    log.warning("%s=%r is not a number of megabytes; using %d", MAX_MB_ENV, raw, DEFAULT_MAX_MB)
+    return DEFAULT_MAX_MB * 2**20
+
+
+def evict(folder: Path, keep: Path | None = None) -> list[Path]:
+  """Delete the programs in ``folder`` used longest ago until it holds at most :func:`max_bytes`
+  (``keep``, the file just saved, stays). Returns what was deleted; never fails a run."""
+  try:
+    files = sorted((p.stat().st_mtime, p.stat().st_size, p) for p in folder.glob("*.bin") if p != keep)
+    total = sum(size for _, size, _ in files) + (keep.stat().st_size if keep is not None else 0)
+  except OSError:
+    return []
+  removed, limit = [], max_bytes()
+  for _, size, path in files:
+    if total <= limit:
+      break
+    try:
+      path.unlink()
+    except OSError:
+      continue
+    total -= size
+    removed.append(path)
+  if removed:
+    log.info("removed %d compiled program(s) used longest ago from %s (over %d MB)", len(removed), folder,
+             limit // 2**20)
+  return removed
