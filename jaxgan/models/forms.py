@@ -112,12 +112,22 @@ PLAIN = LayerForms(frozenset())
 DEFAULT = LayerForms()
 
 
+def _dim(v) -> str:
+  """One size of a key: the number, or a symbolic size's expression as written (an export traced with
+  ``jax.export`` symbolic shapes; such a key matches no measured shape, so the layer takes its
+  family's form)."""
+  try:
+    return str(int(v))
+  except Exception:  # noqa: BLE001 - jax's symbolic dimensions refuse int() with their own error type
+    return str(v)
+
+
 def conv_key(x_shape, kernel_shape, stride: int = 1, padding: int = 0) -> str:
   """The shape key of a convolution layer: one image's input ``HxWxC``, the kernel ``kxk>out``, the
   stride and zero padding, e.g. ``66x66x256:3x3>256:s1p0`` (the batch is left out: the same network
   runs the same forms whatever the per-device batch)."""
-  h, w, c = (int(v) for v in tuple(x_shape)[-3:])
-  kh, kw, _, o = (int(v) for v in kernel_shape)
+  h, w, c = (_dim(v) for v in tuple(x_shape)[-3:])
+  kh, kw, _, o = (_dim(v) for v in kernel_shape)
   return f"{h}x{w}x{c}:{kh}x{kw}>{o}:s{int(stride)}p{int(padding)}"
 
 
@@ -129,13 +139,13 @@ def conv_transpose_key(x_shape, kernel_shape, stride: int, padding: int, output_
 
 def pad_key(x_shape, pad: int) -> str:
   """The shape key of a reflection padding: one image's input and the padding, e.g. ``256x256x3:p3``."""
-  h, w, c = (int(v) for v in tuple(x_shape)[-3:])
+  h, w, c = (_dim(v) for v in tuple(x_shape)[-3:])
   return f"{h}x{w}x{c}:p{int(pad)}"
 
 
 def norm_key(x_shape) -> str:
   """The shape key of an instance norm: one image's input, e.g. ``64x64x256``."""
-  h, w, c = (int(v) for v in tuple(x_shape)[-3:])
+  h, w, c = (_dim(v) for v in tuple(x_shape)[-3:])
   return f"{h}x{w}x{c}"
 
 

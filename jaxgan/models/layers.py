@@ -56,13 +56,13 @@ Initializer = Callable[..., jax.Array]
 _RECORDING: contextvars.ContextVar = contextvars.ContextVar("jaxgan_layer_shapes", default=None)
 
 
-def cpu_form(forms: LayerForms, family: str, shape: str) -> bool:
+def cpu_form(forms: LayerForms, family: str, shape: str | None = None) -> bool:
   """THE HOOK: whether a layer of ``family`` at layer shape ``shape`` (a key of
-  :mod:`jaxgan.models.forms`) runs its XLA:CPU form (:mod:`jaxgan.cpu.fast_ops`) instead of
-  the plain math: only in programs compiled for CPU devices (:func:`target_platform`), and
-  there as the module's ``forms`` field says."""
+  :mod:`jaxgan.models.forms`; None: the family's form) runs its XLA:CPU form
+  (:mod:`jaxgan.cpu.fast_ops`) instead of the plain math: only in programs compiled for CPU
+  devices (:func:`target_platform`), and there as the module's ``forms`` field says."""
   calls = _RECORDING.get()
-  if calls is not None:
+  if calls is not None and shape is not None:
     calls[(family, shape)] += 1
   return target_platform() == "cpu" and forms.use_fast(family, shape)
 
