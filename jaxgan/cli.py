@@ -144,10 +144,6 @@ def _main(argv: Sequence[str] | None) -> int:
       join(args)
       preemption.check_startup("joining the job")
     enable_compilation_cache()
-    if getattr(command, "RUNS_GENERATORS", False):
-      from jaxgan.cpu import calibration
-      calibration.ensure()   # once per processor and JAX version (~2.5 s), then read from the cache
-      preemption.check_startup("calibrating the layer forms")
     return int(command.run(args))
   except preemption.StartupStop as e:
     print(f"jaxgan {args.command}: {e}", file=sys.stderr)

@@ -165,16 +165,17 @@ def test_the_real_measurement_times_every_family():
     assert t["fast_s"] > 0 and t["plain_s"] > 0
 
 
-def test_the_cli_calibrates_before_a_command_that_runs_the_networks(tmp_path, monkeypatch):
+def test_the_cli_measures_nothing_before_a_command(tmp_path, monkeypatch):
+  """The forms are decided where they are used (train, per layer shape, after any job join; translate and
+  evaluate read them from the workdir): a command that fails on its input has measured and written nothing."""
   from jaxgan import cli
   monkeypatch.setenv("JAXGAN_CACHE_DIR", str(tmp_path / "cache"))
-  monkeypatch.setattr(calibration, "measure_families", lambda: _timings({"pad"}))
-  status = cli.main(["evaluate", "--workdir", str(tmp_path / "no-such-run")])
-  assert status == 1    # the run is missing; the calibration happened first
-  saved = json.loads((tmp_path / "cache" / calibration.FILE_NAME).read_text())
-  assert saved[calibration.machine_key()]["choices"]["pad"] is False
-  monkeypatch.setattr(calibration, "measure_families", lambda: pytest.fail("measured again"))
-  assert cli.main(["prepare", "--help"]) == 0   # commands that build no network do not calibrate
+  monkeypatch.setattr(calibration, "measure_families", lambda: pytest.fail("measured at the probe shapes"))
+  monkeypatch.setattr(calibration, "measure_layer_shapes", lambda s: pytest.fail(f"measured {s}"))
+  assert cli.main(["evaluate", "--workdir", str(tmp_path / "no-such-run")]) == 1
+  assert cli.main(["translate", "--workdir", str(tmp_path / "no-such-run"), "--input", str(tmp_path),
+                   "--output", str(tmp_path / "out")]) in (1, 2)
+  assert not (tmp_path / "cache" / calibration.FILE_NAME).exists()
 
 
 def test_a_clear_winner_ends_the_rounds_early_and_a_busy_machine_is_warned_about(tmp_path, monkeypatch, caplog):

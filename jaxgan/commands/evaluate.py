@@ -9,7 +9,6 @@ from pathlib import Path
 from jaxgan.commands.base import UsageError
 
 NAME = "evaluate"
-RUNS_GENERATORS = True   # the CLI calibrates the layer forms first (jaxgan.cpu.calibration)
 HELP = "L1 / PSNR / SSIM (and with --fid FID / KID) on the test split; prints JSON, writes WORKDIR/eval.json"
 
 

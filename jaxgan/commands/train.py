@@ -5,7 +5,6 @@ import argparse
 import sys
 
 NAME = "train"
-RUNS_GENERATORS = True   # the CLI calibrates the layer forms first (jaxgan.cpu.calibration)
 HELP = "train a model (resumes from WORKDIR's newest checkpoint)"
 TAKES_CONFIG_OVERRIDES = True
 SAVES_ON_SIGNAL = True   # SIGTERM/SIGINT from the first line of cli.main: stop cleanly, exit 0

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 NAME = "translate"
-RUNS_GENERATORS = True   # the CLI calibrates the layer forms first (jaxgan.cpu.calibration)
 HELP = "translate an image file or a folder of images with a trained model"
 
 
