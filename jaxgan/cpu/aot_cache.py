@@ -23,8 +23,9 @@ Only the ``jaxgan`` program uses it (``cli.enable_compilation_cache`` calls
 ``jaxgan-aot/`` inside the compilation cache folder; ``JAXGAN_AOT_CACHE=0``
 turns it off. Every source change keys new files (10-15 MB for a CycleGAN step), so
 the folder is kept under ``JAXGAN_AOT_CACHE_MAX_MB`` (default 1024): after a save,
-the files used longest ago are deleted first (a load marks a file used). Multi-process runs do not use it (every process compiles the
-same program together). Any failure to load or save falls back to the normal
+the files used longest ago are deleted first (a load marks a file used).
+Multi-process runs do not use it (every process compiles the same program
+together). Any failure to load or save falls back to the normal
 jit path with a warning: this cache never stops a run. The files are pickles
 written by this user's own runs (as JAX's cache files are); do not point the
 cache at a folder others can write.

@@ -207,10 +207,10 @@ def resolve_forms(spec: "str | LayerForms | None", *, platform: str | None = Non
   choices = [(*s.split("@", 1), fast) for s, fast in shape_choices(shapes, cache_dir=cache_dir,
                                                                    measure=measure_shapes).items()]
   fast = set(DEFAULT.fast)
-  for family in FAMILIES:     # the family's form: the one most of its shapes chose (a tie keeps the default)
+  for family in FAMILIES:     # the family's form: the one most of its shapes chose
     votes = [use for f, _, use in choices if f == family]
-    if 2 * sum(votes) != len(votes) and (2 * sum(votes) > len(votes)) != (family in fast):
-      fast ^= {family}
+    if 2 * sum(votes) != len(votes):      # a tie, or no shape of this family: the default stays
+      (fast.add if 2 * sum(votes) > len(votes) else fast.discard)(family)
   return LayerForms(frozenset(fast), tuple((f, key) for f, key, use in choices if use != (f in fast)))
 
 
@@ -294,24 +294,40 @@ def measure_layer_shapes(shapes: Sequence[str], reps: int = 5) -> dict:
   out = {}
   for shape in shapes:
     fast, plain, arg_shapes, argnums = _shape_case(shape)
-    args = [jnp.asarray(rng.standard_normal(s, np.float32) * (0.05 if i else 1.0)) for i, s in enumerate(arg_shapes)]
-    fns = {}
-    for name, f in (("fast", fast), ("plain", plain)):
-      def loss(*a, f=f):
+
+    def grad_of(f):
+      def loss(*a):
         y = f(*a)
         return jnp.vdot(y, jnp.sin(y))
-      fns[name] = jax.jit(jax.grad(loss, argnums=argnums))
-      jax.block_until_ready(fns[name](*args))
-    times: dict[str, list[float]] = {"fast": [], "plain": []}
-    for _ in range(reps):
-      for name, fn in fns.items():
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times[name].append(time.perf_counter() - t)
-      if _clear(times):
-        break
-    out[shape] = {f"{name}_s": round(statistics.median(v), 6) for name, v in times.items()}
+      return jax.jit(jax.grad(loss, argnums=argnums))
+
+    out[shape] = _time_forms(grad_of(fast), grad_of(plain), _random_args(rng, arg_shapes), reps, stop_early=True)
   return out
+
+
+def _random_args(rng, shapes) -> list:
+  """An input (unit normal) and then parameters (scaled like initialised weights) of ``shapes``."""
+  import jax.numpy as jnp
+  import numpy as np
+  return [jnp.asarray(rng.standard_normal(s, np.float32) * (0.05 if i else 1.0)) for i, s in enumerate(shapes)]
+
+
+def _time_forms(fast, plain, args, reps: int, stop_early: bool = False) -> dict:
+  """``{"fast_s", "plain_s"}``: median seconds of the two compiled forms on ``args``, each called once
+  first (compile), then alternated for ``reps`` rounds (fewer with ``stop_early`` once :func:`_clear`)."""
+  import jax
+  fns = {"fast": fast, "plain": plain}
+  for fn in fns.values():
+    jax.block_until_ready(fn(*args))
+  times: dict[str, list[float]] = {"fast": [], "plain": []}
+  for _ in range(reps):
+    for name, fn in fns.items():
+      t = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times[name].append(time.perf_counter() - t)
+    if stop_early and _clear(times):
+      break
+  return {f"{name}_s": round(statistics.median(v), 6) for name, v in times.items()}
 
 
 def _clear(times: dict[str, list[float]]) -> bool:
@@ -355,16 +371,6 @@ def measure_families(reps: int = 7) -> dict:
   rng = np.random.default_rng(0)
   out = {}
   for family, (fast, plain, shapes) in _cases().items():
-    args = [jax.numpy.asarray(rng.standard_normal(s, np.float32) * (0.05 if i else 1.0)) for i, s in enumerate(shapes)]
-    fns = {name: jax.jit(jax.value_and_grad(f, argnums=tuple(range(len(shapes)))))
-           for name, f in (("fast", fast), ("plain", plain))}
-    for fn in fns.values():
-      jax.block_until_ready(fn(*args))
-    times: dict[str, list[float]] = {"fast": [], "plain": []}
-    for _ in range(reps):
-      for name, fn in fns.items():
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times[name].append(time.perf_counter() - t)
-    out[family] = {f"{name}_s": round(statistics.median(v), 6) for name, v in times.items()}
+    fns = [jax.jit(jax.value_and_grad(f, argnums=tuple(range(len(shapes))))) for f in (fast, plain)]
+    out[family] = _time_forms(*fns, _random_args(rng, shapes), reps)
   return out

@@ -151,20 +151,23 @@ def norm_key(x_shape) -> str:
 
 def parse_conv_key(key: str) -> tuple[tuple[int, int, int], tuple[int, int, int, int], int, int]:
   """``(input HWC, kernel HWIO, stride, padding)`` of a :func:`conv_key`."""
-  (h, w, c), kernel, stride, padding, output_padding = parse_conv_transpose_key(key, transposed=False)
-  return (h, w, c), kernel, stride, padding
+  return _parse_conv(key, transposed=False)[:4]
 
 
-def parse_conv_transpose_key(key: str, transposed: bool = True):
+def parse_conv_transpose_key(key: str):
   """``(input HWC, kernel HWIO, stride, padding, output padding)`` of a :func:`conv_transpose_key`."""
+  return _parse_conv(key, transposed=True)
+
+
+def _parse_conv(key: str, transposed: bool):
   try:
     img, ker, sp = key.split(":")
     h, w, c = (int(v) for v in img.split("x"))
     k, o = ker.split(">")
     kh, kw = (int(v) for v in k.split("x"))
     s, rest = sp[1:].split("p")
-    p, _, op = rest.partition("o")
-    if bool(_) != transposed:
+    p, has_op, op = rest.partition("o")
+    if bool(has_op) != transposed:
       raise ValueError("output padding" + (" missing" if transposed else " in a conv key"))
     stride, padding, output_padding = int(s), int(p), int(op or 0)
   except ValueError as e:
